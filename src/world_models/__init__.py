@@ -1,0 +1,1 @@
+"""World Models in JAX/Equinox."""

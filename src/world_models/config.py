@@ -1,0 +1,384 @@
+"""Run configuration: one frozen dataclass per stage, named presets, JSON I/O.
+
+A run directory holds a single resolved ``config.json``. Every stage reads it back, so no
+stage re-declares another stage's constant. Overrides use dotted paths
+(``vae.batch_size=64``) and are type-checked against the field they replace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PRESETS = ("smoke", "quick", "full")
+CONFIG_FILENAME = "config.json"
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    policies: tuple[str, ...] = ("brownian", "recovery", "aggressive")
+    episodes_per_policy: int = 8
+    max_steps: int = 1000  # 0 means the environment's own step limit
+    workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(len(self.policies) > 0, "collect.policies must name at least one policy")
+        _require(self.episodes_per_policy > 0, "collect.episodes_per_policy must be > 0")
+        _require(self.max_steps >= 0, "collect.max_steps must be >= 0")
+        _require(self.workers > 0, "collect.workers must be > 0")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    z_dim: int = 32
+    batch_size: int = 100
+    learning_rate: float = 1e-4
+    steps: int = 2000
+    kl_tolerance: float = 0.5  # free-bits floor: KL >= kl_tolerance * z_dim
+    beta: float = 1.0
+    beta_anneal_steps: int = 0  # linear ramp of beta from 0 over this many steps
+    val_fraction: float = 0.1
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(self.z_dim > 0, "vae.z_dim must be > 0")
+        _require(self.batch_size > 0, "vae.batch_size must be > 0")
+        _require(self.learning_rate > 0, "vae.learning_rate must be > 0")
+        _require(self.steps >= 0, "vae.steps must be >= 0")
+        _require(self.beta >= 0, "vae.beta must be >= 0")
+        _require(0 <= self.val_fraction < 1, "vae.val_fraction must be in [0, 1)")
+        _require(self.eval_every > 0, "vae.eval_every must be > 0")
+        _require(self.checkpoint_every > 0, "vae.checkpoint_every must be > 0")
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    hidden_size: int = 256
+    num_mixtures: int = 5
+    batch_size: int = 100
+    seq_len: int = 999
+    learning_rate: float = 1e-3
+    grad_clip: float = 1.0
+    steps: int = 4000
+    reward_weight: float = 1.0
+    optimism_weight: float = 5.0  # weight of over-predicted reward in the reward loss
+    done_weight: float = 1.0
+    log_std_min: float = -7.0
+    log_std_max: float = 3.0
+    val_fraction: float = 0.1
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(self.hidden_size > 0, "rnn.hidden_size must be > 0")
+        _require(self.num_mixtures > 0, "rnn.num_mixtures must be > 0")
+        _require(self.batch_size > 0, "rnn.batch_size must be > 0")
+        _require(self.seq_len > 0, "rnn.seq_len must be > 0")
+        _require(self.learning_rate > 0, "rnn.learning_rate must be > 0")
+        _require(self.steps >= 0, "rnn.steps must be >= 0")
+        _require(self.optimism_weight > 0, "rnn.optimism_weight must be > 0")
+        _require(self.log_std_min < self.log_std_max, "rnn.log_std_min < log_std_max")
+        _require(0 <= self.val_fraction < 1, "rnn.val_fraction must be in [0, 1)")
+        _require(self.eval_every > 0, "rnn.eval_every must be > 0")
+        _require(self.checkpoint_every > 0, "rnn.checkpoint_every must be > 0")
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    controller: str = "linear"  # "linear" or "mlp"
+    mlp_hidden: int = 32
+    population: int = 64
+    rollouts: int = 16
+    sigma0: float = 0.1
+    generations: int = 200
+    temperature: float = 1.0
+    max_steps: int = 1000  # dream horizon; 0 means the environment's step limit
+    real_eval_every: int = 25
+    real_eval_episodes: int = 4
+    chunk_size: int = 0  # candidates x rollouts per vmapped chunk; 0 = no chunking
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(self.controller in ("linear", "mlp"), "dream.controller: linear | mlp")
+        _require(self.mlp_hidden > 0, "dream.mlp_hidden must be > 0")
+        _require(self.population >= 4, "dream.population must be >= 4")
+        _require(self.rollouts > 0, "dream.rollouts must be > 0")
+        _require(self.sigma0 > 0, "dream.sigma0 must be > 0")
+        _require(self.generations >= 0, "dream.generations must be >= 0")
+        _require(self.temperature > 0, "dream.temperature must be > 0")
+        _require(self.max_steps >= 0, "dream.max_steps must be >= 0")
+        _require(self.real_eval_every > 0, "dream.real_eval_every must be > 0")
+        _require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")
+        _require(self.chunk_size >= 0, "dream.chunk_size must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 100
+    seed: int = 10_000  # evaluation seeds never overlap the collection seeds
+    workers: int = 2
+    max_steps: int = 0  # 0 means the environment's step limit
+
+    def __post_init__(self):
+        _require(self.episodes > 0, "eval.episodes must be > 0")
+        _require(self.workers > 0, "eval.workers must be > 0")
+        _require(self.max_steps >= 0, "eval.max_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    rounds: int = 1
+    on_policy_episodes: int = 8
+    on_policy_noise: float = 0.1
+    heuristic_policies_later_rounds: tuple[str, ...] = ("recovery",)
+    retrain_vae: bool = False
+    warm_start_es: bool = True
+
+    def __post_init__(self):
+        _require(self.rounds > 0, "pipeline.rounds must be > 0")
+        _require(self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0")
+        _require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    env_id: str = "CarRacing-v3"
+    preset: str = "quick"
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    rnn: RNNConfig = field(default_factory=RNNConfig)
+    dream: DreamConfig = field(default_factory=DreamConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def __post_init__(self):
+        _require(self.preset in PRESETS, f"unknown preset {self.preset!r}; known: {PRESETS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
+    if preset == "smoke":
+        return {
+            "collect": dict(policies=("brownian",), episodes_per_policy=2, max_steps=40),
+            "vae": dict(z_dim=8, batch_size=16, steps=20, eval_every=10, checkpoint_every=10),
+            "rnn": dict(hidden_size=16, num_mixtures=2, batch_size=4, seq_len=16, steps=20,
+                        eval_every=10, checkpoint_every=10),
+            "dream": dict(population=8, rollouts=2, generations=4, max_steps=30,
+                          real_eval_every=2, real_eval_episodes=1),
+            "eval": dict(episodes=2, max_steps=40),
+            "pipeline": dict(on_policy_episodes=2),
+        }
+    if preset == "quick":
+        return {
+            "collect": dict(policies=("brownian", "recovery", "aggressive"),
+                            episodes_per_policy=12, max_steps=400),
+            "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
+            "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
+                        checkpoint_every=500),
+            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
+                          real_eval_every=20, real_eval_episodes=4),
+            "eval": dict(episodes=20, max_steps=1000),
+            "pipeline": dict(on_policy_episodes=8),
+        }
+    if preset == "full":
+        return {
+            "collect": dict(episodes_per_policy=3000, max_steps=1000, workers=16),
+            "vae": dict(batch_size=100, steps=100_000, eval_every=2000,
+                        checkpoint_every=5000),
+            "rnn": dict(batch_size=100, seq_len=999, steps=20_000, eval_every=1000,
+                        checkpoint_every=2000),
+            "dream": dict(population=256, rollouts=16, generations=1000, max_steps=1000,
+                          real_eval_every=25, real_eval_episodes=16),
+            "eval": dict(episodes=100, workers=16),
+            "pipeline": dict(on_policy_episodes=500),
+        }
+    raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+
+
+def make_config(preset: str = "quick", env_id: str = "CarRacing-v3",
+                overrides: typing.Iterable[str] = ()) -> Config:
+    """Build the config of ``preset`` for ``env_id`` with dotted ``key=value`` overrides."""
+    sections = _preset_overrides(preset)
+    config = Config(
+        env_id=env_id,
+        preset=preset,
+        **{name: _section_type(name)(**values) for name, values in sections.items()},
+    )
+    return apply_overrides(config, overrides)
+
+
+def _section_type(name: str) -> type:
+    hints = typing.get_type_hints(Config)
+    if name not in hints or not dataclasses.is_dataclass(hints[name]):
+        raise ConfigError(f"unknown config section {name!r}")
+    return hints[name]
+
+
+def _parse_value(text: str, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return lowered in ("true", "1", "yes")
+        if hint in (int, float, str):
+            return hint(text)
+        if origin is tuple:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: cannot read {text!r} as {hint}") from None
+    raise ConfigError(f"{key}: unsupported field type {hint}")
+
+
+def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
+    """Return ``config`` with each ``section.field=value`` (or ``env_id=...``) applied."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        path = key.strip().split(".")
+        if len(path) == 1:
+            hints = typing.get_type_hints(Config)
+            if path[0] not in ("env_id", "preset"):
+                raise ConfigError(f"unknown config key {key!r}")
+            config = replace(config, **{path[0]: _parse_value(text, hints[path[0]], key)})
+            continue
+        if len(path) != 2:
+            raise ConfigError(f"unknown config key {key!r}")
+        section_name, field_name = path
+        section = getattr(config, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            raise ConfigError(f"unknown config section {section_name!r}")
+        hints = typing.get_type_hints(type(section))
+        if field_name not in hints:
+            known = ", ".join(f.name for f in fields(section))
+            raise ConfigError(f"unknown field {key!r}; {section_name} has: {known}")
+        value = _parse_value(text, hints[field_name], key)
+        config = replace(config, **{section_name: replace(section, **{field_name: value})})
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``to_dict`` output, refusing unknown keys."""
+    top_hints = typing.get_type_hints(Config)
+    unknown = set(data) - set(top_hints)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = top_hints[name]
+        if dataclasses.is_dataclass(hint):
+            section_hints = typing.get_type_hints(hint)
+            bad = set(value) - set(section_hints)
+            if bad:
+                raise ConfigError(f"unknown keys in section {name!r}: {sorted(bad)}")
+            kwargs[name] = hint(**{
+                key: tuple(v) if typing.get_origin(section_hints[key]) is tuple else v
+                for key, v in value.items()
+            })
+        else:
+            kwargs[name] = value
+    return Config(**kwargs)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    return config_from_dict(data)
+
+
+def write_atomic_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def config_diff(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) -> Config:
+    """Create ``run_dir`` with ``config``, or check it matches the config already there.
+
+    A run directory made under another config is refused unless ``fresh``, in which case
+    the saved config is replaced (the caller decides which outputs to discard).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILENAME
+    if path.exists() and not fresh:
+        saved = load_config(path)
+        diff = config_diff(saved, config)
+        if diff:
+            raise ConfigError(
+                f"{run_dir} was made under another config (differs in: {', '.join(diff)}); "
+                "use the same settings, another --run, or --fresh to start over"
+            )
+        return saved
+    write_atomic_text(path, config.to_json())
+    return config
+
+
+def load_run_config(run_dir: str | os.PathLike, overrides: typing.Iterable[str] = ()) -> Config:
+    """The config saved in ``run_dir``; overrides that would change it are refused."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist; run collect_data.py "
+                          "or run_pipeline.py with --run first")
+    saved = load_config(run_dir / CONFIG_FILENAME)
+    overrides = list(overrides)
+    if overrides:
+        wanted = apply_overrides(saved, overrides)
+        diff = config_diff(saved, wanted)
+        if diff:
+            raise ConfigError(
+                f"{run_dir} was made under another config (overrides change: "
+                f"{', '.join(diff)}); use run_pipeline.py --fresh to start over"
+            )
+    return saved

@@ -1,0 +1,95 @@
+"""Environment registry: action space, frame preprocessing, step limit, reward threshold.
+
+Every frame the library stores or feeds to V goes through ``preprocess_frame``: one crop
+and one resize method (PIL bilinear) for collection, training, the agent and evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+FRAME_SIZE = 64
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    env_id: str
+    action_kind: str  # "continuous" or "discrete"
+    action_size: int  # continuous: action dimension; discrete: number of actions
+    max_steps: int  # the environment's own step limit
+    reward_threshold: float | None  # mean return counted as solved
+    crop_rows: tuple[int, int] | None = None  # (top, bottom) rows kept before resizing
+    frames_from_render: bool = False  # observation is not an image: use env.render()
+    make_kwargs: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def discrete(self) -> bool:
+        return self.action_kind == "discrete"
+
+    @property
+    def action_input_size(self) -> int:
+        """Width of the action as fed to M (one-hot for discrete actions)."""
+        return self.action_size
+
+
+ENVS: dict[str, EnvSpec] = {
+    spec.env_id: spec
+    for spec in (
+        EnvSpec("CarRacing-v3", "continuous", 3, 1000, 900.0, crop_rows=(0, 84)),
+        EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True),
+        EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0),
+        EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None),
+    )
+}
+
+
+class UnknownEnvError(ValueError):
+    pass
+
+
+def get_spec(env_id: str) -> EnvSpec:
+    try:
+        return ENVS[env_id]
+    except KeyError:
+        raise UnknownEnvError(
+            f"unknown env id {env_id!r}; supported: {', '.join(sorted(ENVS))}"
+        ) from None
+
+
+def make_env(env_id: str) -> gym.Env:
+    """A fresh environment producing RGB arrays; seed it with ``reset(seed=...)``."""
+    spec = get_spec(env_id)
+    if env_id.startswith("ALE/"):
+        import ale_py
+
+        gym.register_envs(ale_py)
+    kwargs = dict(spec.make_kwargs)
+    if spec.frames_from_render:
+        kwargs["render_mode"] = "rgb_array"
+    return gym.make(env_id, disable_env_checker=True, **kwargs)
+
+
+def raw_frame(env: gym.Env, observation: np.ndarray, spec: EnvSpec) -> np.ndarray:
+    """The RGB image of the current state, before preprocessing."""
+    return env.render() if spec.frames_from_render else observation
+
+
+def preprocess_frame(frame: np.ndarray, spec: EnvSpec) -> np.ndarray:
+    """Crop (if the env has a crop) and resize an RGB frame to 64x64x3 uint8."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an RGB frame (H, W, 3), got shape {frame.shape}")
+    if spec.crop_rows is not None:
+        top, bottom = spec.crop_rows
+        frame = frame[top:bottom]
+    image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+    image = image.resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def step_limit(spec: EnvSpec, max_steps: int) -> int:
+    """The effective episode cap: ``max_steps`` if set (> 0), else the env's own limit."""
+    return min(max_steps, spec.max_steps) if max_steps > 0 else spec.max_steps
