@@ -1,0 +1,122 @@
+"""Orbax checkpoints of any training state, tied to the config that produced them.
+
+A state is any pytree of Equinox modules, optax states, arrays and PRNG keys. Only its
+array leaves are written; the rest is rebuilt from a template on restore. Orbax writes
+each step into a temporary folder and renames it when complete, so a process killed
+mid-save leaves the previous checkpoints intact and the half-written one is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+CONFIG_FILENAME = "checkpoint_config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or was written under another config."""
+
+
+def _canonical(config: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(config, sort_keys=True, default=list))
+
+
+def _is_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
+        leaf.dtype, jax.dtypes.prng_key
+    )
+
+
+def _to_storable(tree: Any) -> Any:
+    arrays, _ = eqx.partition(tree, eqx.is_array)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, arrays)
+
+
+class Checkpointer:
+    """Saves and restores training states under ``directory``, keeping the last ``keep``."""
+
+    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], keep: int = 3):
+        self.directory = Path(directory).absolute()
+        self.config = _canonical(config)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config_path = self.directory / CONFIG_FILENAME
+        if config_path.exists():
+            try:
+                saved = json.loads(config_path.read_text())
+            except json.JSONDecodeError:
+                raise CheckpointError(f"{config_path} is corrupt (not JSON)") from None
+            if saved != self.config:
+                changed = sorted(
+                    key for key in set(saved) | set(self.config)
+                    if saved.get(key) != self.config.get(key)
+                )
+                raise CheckpointError(
+                    f"checkpoints in {self.directory} were written under another config "
+                    f"(differs in: {', '.join(changed) or 'structure'}); start over with --fresh"
+                )
+        else:
+            tmp = config_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True))
+            os.replace(tmp, config_path)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        self._manager.reload()
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        self._manager.save(step, args=ocp.args.StandardSave(_to_storable(state)), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, template: Any, step: int | None = None) -> Any:
+        """The state saved at ``step`` (default: latest), shaped like ``template``."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        arrays, static = eqx.partition(template, eqx.is_array)
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _to_storable(template)
+        )
+        try:
+            restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as error:  # orbax raises many types for damaged files
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} cannot be read "
+                f"({type(error).__name__}: {error}); delete it or start over with --fresh"
+            ) from error
+        restored = jax.tree.map(
+            lambda saved, like: jax.random.wrap_key_data(saved, impl=jax.random.key_impl(like))
+            if _is_key(like) else _check_shape(saved, like, self.directory),
+            restored, arrays,
+        )
+        return eqx.combine(restored, static)
+
+    def clear(self) -> None:
+        self._manager.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _check_shape(saved: Any, like: Any, directory: Path) -> Any:
+    if np.shape(saved) != np.shape(like):
+        raise CheckpointError(
+            f"checkpoint in {directory} holds shape {np.shape(saved)} where the model "
+            f"expects {np.shape(like)}; it was written for another model"
+        )
+    return saved

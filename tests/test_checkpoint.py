@@ -1,0 +1,81 @@
+import shutil
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from world_models.checkpoint import Checkpointer, CheckpointError
+
+
+def _state(seed):
+    model = eqx.nn.MLP(4, 2, 8, 2, key=jax.random.PRNGKey(seed))
+    opt = optax.adam(1e-3)
+    return {"model": model, "opt": opt.init(eqx.filter(model, eqx.is_array)),
+            "key": jax.random.PRNGKey(seed + 1), "typed_key": jax.random.key(seed + 2),
+            "count": jnp.asarray(seed, jnp.int32)}
+
+
+def _leaves_equal(a, b):
+    la = jax.tree.leaves(eqx.filter(a, eqx.is_array))
+    lb = jax.tree.leaves(eqx.filter(b, eqx.is_array))
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_and_latest(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ck", {"lr": 1e-3})
+    assert ckpt.latest_step() is None
+    ckpt.save(5, _state(0))
+    ckpt.save(10, _state(1))
+    assert ckpt.latest_step() == 10
+    _leaves_equal(ckpt.restore(_state(7)), _state(1))
+    _leaves_equal(ckpt.restore(_state(7), step=5), _state(0))
+
+
+def test_keep_limits_old_steps(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ck", {}, keep=2)
+    for step in range(4):
+        ckpt.save(step, _state(step))
+    ckpt2 = Checkpointer(tmp_path / "ck", {})
+    assert ckpt2.latest_step() == 3
+    with pytest.raises(CheckpointError):
+        ckpt2.restore(_state(0), step=0)
+
+
+def test_other_config_refused(tmp_path):
+    Checkpointer(tmp_path / "ck", {"lr": 1e-3}).save(1, _state(0))
+    with pytest.raises(CheckpointError, match="another config.*lr"):
+        Checkpointer(tmp_path / "ck", {"lr": 1e-2})
+
+
+def test_other_shapes_refused(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ck", {})
+    ckpt.save(1, {"w": jnp.zeros((3, 4))})
+    with pytest.raises(CheckpointError):
+        ckpt.restore({"w": jnp.zeros((5, 4))})
+
+
+def test_corrupt_checkpoint_named(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ck", {})
+    ckpt.save(1, _state(0))
+    for path in (tmp_path / "ck" / "1").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+            path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=str(tmp_path / "ck")):
+        Checkpointer(tmp_path / "ck", {}).restore(_state(0))
+
+
+def test_half_written_step_is_ignored(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ck", {})
+    ckpt.save(1, _state(0))
+    # What a process killed mid-save leaves: orbax's temporary folder for the next step.
+    shutil.copytree(tmp_path / "ck" / "1", tmp_path / "ck" / "2.orbax-checkpoint-tmp-123")
+    fresh = Checkpointer(tmp_path / "ck", {})
+    assert fresh.latest_step() == 1
+    _leaves_equal(fresh.restore(_state(3)), _state(0))

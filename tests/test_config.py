@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from world_models.config import (
+    CONFIG_FILENAME, PRESETS, ConfigError, apply_overrides, init_run, load_config,
+    load_run_config, make_config,
+)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_round_trip_json(tmp_path, preset):
+    config = make_config(preset)
+    path = tmp_path / "c.json"
+    path.write_text(config.to_json())
+    assert load_config(path) == config
+
+
+def test_overrides_are_typed():
+    config = make_config("smoke", overrides=["vae.batch_size=7", "vae.learning_rate=0.5",
+                                              "collect.policies=brownian,recovery",
+                                              "pipeline.retrain_vae=true"])
+    assert config.vae.batch_size == 7 and config.vae.learning_rate == 0.5
+    assert config.collect.policies == ("brownian", "recovery")
+    assert config.pipeline.retrain_vae is True
+
+
+@pytest.mark.parametrize("bad", ["vae.batch_size=-1", "collect.episodes_per_policy=0",
+                                 "vae.nope=1", "nope.x=1", "vae.batch_size=abc", "novalue"])
+def test_invalid_values_refused(bad):
+    with pytest.raises(ConfigError):
+        apply_overrides(make_config("smoke"), [bad])
+
+
+def test_unknown_preset_refused():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        make_config("huge")
+
+
+def test_run_directory_refuses_other_config(tmp_path):
+    init_run(tmp_path / "run", make_config("smoke"))
+    assert init_run(tmp_path / "run", make_config("smoke")) == make_config("smoke")
+    with pytest.raises(ConfigError, match="vae.steps"):
+        init_run(tmp_path / "run", make_config("smoke", overrides=["vae.steps=3"]))
+    with pytest.raises(ConfigError, match="vae.steps"):
+        load_run_config(tmp_path / "run", ["vae.steps=3"])
+    fresh = init_run(tmp_path / "run", make_config("smoke", overrides=["vae.steps=3"]), fresh=True)
+    assert load_run_config(tmp_path / "run").vae.steps == 3 == fresh.vae.steps
+
+
+def test_missing_and_corrupt_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_run_config(tmp_path / "absent")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / CONFIG_FILENAME).write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_run_config(tmp_path / "run")
+    (tmp_path / "run" / CONFIG_FILENAME).write_text(json.dumps({"bogus": 1}))
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        load_run_config(tmp_path / "run")

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from world_models.envs import ENVS, UnknownEnvError, get_spec, make_env, preprocess_frame, raw_frame
+
+
+def test_unknown_env_lists_supported():
+    with pytest.raises(UnknownEnvError, match="CarRacing-v3.*LunarLander-v3"):
+        get_spec("CartPole-v1")
+
+
+@pytest.mark.parametrize("env_id", sorted(ENVS))
+def test_frames_and_action_space(env_id):
+    spec = get_spec(env_id)
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=3)
+    frame = preprocess_frame(raw_frame(env, obs, spec), spec)
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    if spec.discrete:
+        assert env.action_space.n == spec.action_size
+    else:
+        assert env.action_space.shape == (spec.action_size,)
+    env.close()
+
+
+def test_carracing_crop_drops_dashboard():
+    spec = get_spec("CarRacing-v3")
+    frame = np.zeros((96, 96, 3), np.uint8)
+    frame[84:] = 255  # the dashboard rows
+    assert preprocess_frame(frame, spec).max() == 0
+    frame[:84] = 100
+    np.testing.assert_array_equal(preprocess_frame(frame, spec), 100)
+
+
+def test_preprocess_rejects_non_rgb():
+    with pytest.raises(ValueError, match="RGB"):
+        preprocess_frame(np.zeros((96, 96), np.uint8), get_spec("CarRacing-v3"))
