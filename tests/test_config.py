@@ -58,3 +58,11 @@ def test_missing_and_corrupt_config_files(tmp_path):
     (tmp_path / "run" / CONFIG_FILENAME).write_text(json.dumps({"bogus": 1}))
     with pytest.raises(ConfigError, match="unknown config keys"):
         load_run_config(tmp_path / "run")
+
+
+def test_heuristic_policies_only_where_the_env_has_them():
+    assert make_config("quick", "CarRacing-v3").collect.policies == (
+        "brownian", "recovery", "aggressive")
+    lunar = make_config("quick", "LunarLander-v3")
+    assert lunar.collect.policies == ("brownian",)
+    assert lunar.pipeline.heuristic_policies_later_rounds == ()

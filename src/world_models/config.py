@@ -221,7 +221,19 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
 def make_config(preset: str = "quick", env_id: str = "CarRacing-v3",
                 overrides: typing.Iterable[str] = ()) -> Config:
     """Build the config of ``preset`` for ``env_id`` with dotted ``key=value`` overrides."""
+    from world_models.envs import get_spec
+
+    spec = get_spec(env_id)
     sections = _preset_overrides(preset)
+    # Heuristic drivers exist for some envs only; elsewhere collect with brownian alone.
+    sections["collect"]["policies"] = tuple(
+        p for p in sections["collect"].get("policies", CollectConfig.policies)
+        if p == "brownian" or p in spec.heuristic_policies
+    )
+    sections["pipeline"]["heuristic_policies_later_rounds"] = tuple(
+        p for p in PipelineConfig.heuristic_policies_later_rounds
+        if p in spec.heuristic_policies
+    )
     config = Config(
         env_id=env_id,
         preset=preset,

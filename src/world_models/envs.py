@@ -25,6 +25,7 @@ class EnvSpec:
     crop_rows: tuple[int, int] | None = None  # (top, bottom) rows kept before resizing
     frames_from_render: bool = False  # observation is not an image: use env.render()
     make_kwargs: tuple[tuple[str, object], ...] = ()
+    heuristic_policies: tuple[str, ...] = ()  # pixel drivers written for this env
 
     @property
     def discrete(self) -> bool:
@@ -39,7 +40,8 @@ class EnvSpec:
 ENVS: dict[str, EnvSpec] = {
     spec.env_id: spec
     for spec in (
-        EnvSpec("CarRacing-v3", "continuous", 3, 1000, 900.0, crop_rows=(0, 84)),
+        EnvSpec("CarRacing-v3", "continuous", 3, 1000, 900.0, crop_rows=(0, 84),
+                heuristic_policies=("recovery", "aggressive")),
         EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True),
         EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None),
