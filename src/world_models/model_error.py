@@ -1,0 +1,612 @@
+"""World-model prediction error: pixel-space and latent protocols, safe comparison.
+
+Pixel protocol (comparable with other world models): from seeded start frames of
+held-out episodes, encode the start frame, roll M open loop for H steps under the
+episode's real actions (``MDNRNN.step`` fed back its own prediction), decode every
+predicted z, convert real and predicted frames to 84x84 grayscale and measure the MSE in
+0-255 units per horizon. Index 0 is the start frame; its prediction is V's
+reconstruction of it. Every run also scores, on the same frames, the copy-last-frame
+baseline and V's reconstruction floor.
+
+Latent protocol: the MSE between M's open-loop latents and the encoded actual latents
+over a short horizon, in batches of test sub-sequences.
+
+Comparing result files of several models: ``world_models.compare``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from world_models.config import load_run_config
+from world_models.data import (
+    list_episodes,
+    load_episode,
+    load_latents,
+    split_by_episode,
+)
+from world_models.envs import get_spec
+from world_models.mdnrnn import action_to_input, load_rnn, mode_next_z, sample_next_z
+from world_models.compare import comparison_markdown, comparison_rows, plot_mse_curves
+from world_models.vae import encode_frames, load_vae
+
+GRAY_SIZE = 84  # the protocol's frame size, shared with other world-model papers
+PICKLE_KEYS = (
+    "start_indices",
+    "all_real_frames",
+    "all_predicted_frames",
+    "mse_per_horizon_pixels",
+    "sequence_length",
+    "num_sequences",
+)
+
+
+# ------------------------------------------------------------ pixel maths
+
+
+def to_gray84(frames: np.ndarray) -> np.ndarray:
+    """RGB uint8 frames (..., H, W, 3) -> grayscale uint8 (..., 84, 84) via PIL."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim < 3 or frames.shape[-1] != 3:
+        raise ValueError(
+            f"expected uint8 RGB frames (..., H, W, 3), got "
+            f"{frames.dtype} {frames.shape}"
+        )
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    gray = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(frame)
+                .convert("L")
+                .resize((GRAY_SIZE, GRAY_SIZE), Image.Resampling.BILINEAR)
+            )
+            for frame in flat
+        ]
+    )
+    return gray.reshape(*frames.shape[:-3], GRAY_SIZE, GRAY_SIZE)
+
+
+def mse_per_horizon(real: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """MSE per horizon index over sequences and pixels: (N, H+1, ...) x2 -> (H+1,)."""
+    if real.shape != predicted.shape or real.ndim < 2:
+        raise ValueError(f"real {real.shape} and predicted {predicted.shape} differ")
+    error = (real.astype(np.float64) - predicted.astype(np.float64)) ** 2
+    return error.reshape(*real.shape[:2], -1).mean(axis=(0, 2))
+
+
+def copy_last_frame(real: np.ndarray) -> np.ndarray:
+    """The baseline prediction: every frame of a sequence equals its start frame."""
+    return np.repeat(real[:, :1], real.shape[1], axis=1)
+
+
+def float_to_uint8(frames: np.ndarray | jax.Array) -> np.ndarray:
+    """Decoder output in [0, 1] -> uint8 pixels (rounded)."""
+    return np.asarray(jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0)).astype(np.uint8)
+
+
+def prediction_record(
+    start_indices: Sequence[int], real_gray: np.ndarray, predicted_gray: np.ndarray
+) -> dict[str, Any]:
+    """The result dict other tools read; ``sequence_length`` is H (open-loop steps)."""
+    num, frames = real_gray.shape[:2]
+    if predicted_gray.shape != real_gray.shape or real_gray.shape[2:] != (
+        GRAY_SIZE,
+        GRAY_SIZE,
+    ):
+        raise ValueError(
+            f"expected (N, H+1, {GRAY_SIZE}, {GRAY_SIZE}) frames, got "
+            f"{real_gray.shape} and {predicted_gray.shape}"
+        )
+    if len(start_indices) != num:
+        raise ValueError(f"{len(start_indices)} start indices for {num} sequences")
+    return {
+        "start_indices": [int(index) for index in start_indices],
+        "all_real_frames": real_gray.astype(np.uint8),
+        "all_predicted_frames": predicted_gray.astype(np.uint8),
+        "mse_per_horizon_pixels": [
+            float(v) for v in mse_per_horizon(real_gray, predicted_gray)
+        ],
+        "sequence_length": int(frames - 1),
+        "num_sequences": int(num),
+    }
+
+
+def save_record(record: Mapping[str, Any], stem: Path) -> None:
+    """Write ``record`` as STEM.pkl (exact keys) and STEM.npz (same data)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, write in ((".pkl", _write_pickle), (".npz", _write_npz)):
+        path = stem.with_suffix(suffix)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as handle:
+            write(handle, record)
+        os.replace(tmp, path)
+
+
+def _write_pickle(handle, record: Mapping[str, Any]) -> None:
+    pickle.dump({key: record[key] for key in PICKLE_KEYS}, handle, protocol=4)
+
+
+def _write_npz(handle, record: Mapping[str, Any]) -> None:
+    np.savez_compressed(handle, **{key: np.asarray(record[key]) for key in PICKLE_KEYS})
+
+
+# ------------------------------------------------------------ start points
+
+
+def choose_windows(
+    lengths: Sequence[int], count: int, span: int, first: int, seed: int
+) -> list[tuple[int, int]]:
+    """``count`` distinct (episode, start) pairs drawn uniformly among all windows with
+    ``first <= start`` and ``start + span <= length`` (length = steps T)."""
+    windows = [
+        (episode, start)
+        for episode, length in enumerate(lengths)
+        for start in range(first, length - span + 1)
+    ]
+    if not windows:
+        raise ValueError(
+            f"no episode is long enough: need {first + span} steps, longest has "
+            f"{max(lengths, default=0)}"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(windows), size=min(count, len(windows)), replace=False)
+    return [windows[i] for i in chosen]
+
+
+# ------------------------------------------------------------ M rollouts
+
+
+def open_loop_latents(
+    rnn,
+    warm_zs: jax.Array,
+    warm_actions: jax.Array,
+    z_start: jax.Array,
+    actions: jax.Array,
+    *,
+    key: jax.Array,
+    temperature: float | None,
+) -> jax.Array:
+    """One sequence: warm M on (warm_zs, warm_actions), then predict z_1..z_H from
+    z_start under ``actions`` (H, A), feeding back the mode (temperature None) or a
+    sample at ``temperature``."""
+
+    def warm(state, inputs):
+        state, _ = rnn.step(state, *inputs)
+        return state, None
+
+    state, _ = jax.lax.scan(warm, rnn.initial_state(), (warm_zs, warm_actions))
+
+    def predict(carry, inputs):
+        state, z = carry
+        action, step_key = inputs
+        state, out = rnn.step(state, z, action)
+        if temperature is None:
+            z = mode_next_z(out)
+        else:
+            z = sample_next_z(out, step_key, temperature)
+        return (state, z), z
+
+    keys = jax.random.split(key, actions.shape[0])
+    _, zs = jax.lax.scan(predict, (state, z_start), (actions, keys))
+    return zs
+
+
+@eqx.filter_jit
+def batched_open_loop(rnn, warm_zs, warm_actions, z_start, actions, keys, temperature):
+    """``open_loop_latents`` vmapped over a leading sequence axis."""
+    return jax.vmap(
+        lambda wz, wa, z, a, k: open_loop_latents(
+            rnn, wz, wa, z, a, key=k, temperature=temperature
+        )
+    )(warm_zs, warm_actions, z_start, actions, keys)
+
+
+@eqx.filter_jit
+def decode_latents(vae, zs: jax.Array) -> jax.Array:
+    """V's decoder over any leading axes: (..., Z) -> (..., 64, 64, 3) in [0, 1]."""
+    flat = zs.reshape(-1, zs.shape[-1])
+    frames = jax.vmap(vae.decode)(flat)
+    return frames.reshape(*zs.shape[:-1], *frames.shape[1:])
+
+
+# ------------------------------------------------------------ latent stats
+
+
+def latent_error_statistics(per_batch: np.ndarray) -> dict[str, Any]:
+    """Summary of per-batch latent MSE (B, H): per-timestep mean/std and the batch
+    averages' mean, std, min and max."""
+    per_batch = np.asarray(per_batch, dtype=np.float64)
+    if per_batch.ndim != 2 or per_batch.shape[0] == 0:
+        raise ValueError(f"expected per-batch MSE (B, H), got {per_batch.shape}")
+    batch_means = per_batch.mean(axis=1)
+    return {
+        "mse_per_timestep": per_batch.mean(axis=0).tolist(),
+        "std_per_timestep": per_batch.std(axis=0).tolist(),
+        "mse_average": float(batch_means.mean()),
+        "mse_std": float(batch_means.std()),
+        "mse_min": float(batch_means.min()),
+        "mse_max": float(batch_means.max()),
+        "num_batches": int(per_batch.shape[0]),
+        "horizon": int(per_batch.shape[1]),
+    }
+
+
+def latent_batch_mse(
+    rnn,
+    mus: Sequence[np.ndarray],
+    action_inputs: Sequence[np.ndarray],
+    windows: Sequence[tuple[int, int]],
+    horizon: int,
+    warmup: int,
+    key: jax.Array,
+    temperature: float | None,
+) -> np.ndarray:
+    """MSE per timestep (H,) for one batch of windows (episode, start): M's open-loop
+    latents from mu[start] against the encoded mu[start+1 .. start+H]."""
+
+    def gather(arrays, offset, length):
+        return np.stack(
+            [arrays[e][s + offset : s + offset + length] for e, s in windows]
+        )
+
+    warm_zs = gather(mus, -warmup, warmup)
+    warm_actions = gather(action_inputs, -warmup, warmup)
+    z_start = gather(mus, 0, 1)[:, 0]
+    actions = gather(action_inputs, 0, horizon)
+    targets = gather(mus, 1, horizon)
+    keys = jax.random.split(key, len(windows))
+    predicted = batched_open_loop(
+        rnn, warm_zs, warm_actions, z_start, actions, keys, temperature
+    )
+    return np.asarray(jnp.mean((predicted - targets) ** 2, axis=(0, 2)))
+
+
+# ------------------------------------------------------------ protocols
+
+
+def held_out_paths(run_dir: str | os.PathLike, config, kind: str) -> list[Path]:
+    """The held-out episodes of ``run_dir``/``kind`` ("data" or "latents"): M's
+    validation split of the latent files (rnn.val_fraction, rnn.seed, as train_rnn uses
+    it), mapped to the matching episode files for "data"."""
+    run_dir = Path(run_dir)
+    latents = run_dir / "latents"
+    source = latents if latents.is_dir() else run_dir / kind
+    paths = list_episodes(source)
+    _, held_out = split_by_episode(paths, config.rnn.val_fraction, config.rnn.seed)
+    if not held_out:
+        raise ValueError(
+            f"{source}: no held-out episodes ({len(paths)} files, rnn.val_fraction="
+            f"{config.rnn.val_fraction}); need at least two episodes and a fraction > 0"
+        )
+    if source.name == kind:
+        return held_out
+    mapped = [run_dir / kind / path.relative_to(source) for path in held_out]
+    missing = [str(path) for path in mapped if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"held-out latent files have no episode file: {missing}"
+        )
+    return mapped
+
+
+def _window_arrays(
+    episodes: Sequence[Mapping[str, np.ndarray]],
+    windows: Sequence[tuple[int, int]],
+    warmup: int,
+    horizon: int,
+    key: str,
+) -> np.ndarray:
+    if key == "actions":
+        return np.stack(
+            [episodes[e][key][s - warmup : s + horizon] for e, s in windows]
+        )
+    return np.stack(
+        [episodes[e][key][s - warmup : s + horizon + 1] for e, s in windows]
+    )
+
+
+def pixel_error(
+    vae,
+    rnn,
+    config,
+    episode_paths: Sequence[Path],
+    out_dir: str | os.PathLike,
+    *,
+    num_sequences: int = 10,
+    horizon: int = 20,
+    warmup: int = 0,
+    temperature: float | None = None,
+    seed: int = 0,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """The pixel protocol on ``episode_paths``; writes results to ``out_dir``.
+
+    Four predictions of the same real frames, each saved as NAME.pkl/.npz in the shared
+    format: model_mode, model_sampled (at ``temperature``, default
+    config.dream.temperature), copy_baseline and vae_floor; plus summary.json/.md and
+    PNGs. Returns the summary dict.
+    """
+    if horizon < 1 or num_sequences < 1 or warmup < 0:
+        raise ValueError("need horizon >= 1, num_sequences >= 1, warmup >= 0")
+    temperature = config.dream.temperature if temperature is None else temperature
+    spec = get_spec(config.env_id)
+    episodes = [load_episode(path) for path in episode_paths]
+    lengths = [len(episode["rewards"]) for episode in episodes]
+    windows = choose_windows(lengths, num_sequences, horizon, warmup, seed)
+    frames = _window_arrays(episodes, windows, warmup, horizon, "obs")
+    actions = np.asarray(
+        action_to_input(
+            _window_arrays(episodes, windows, warmup, horizon, "actions"), spec
+        )
+    )
+    count, span = frames.shape[:2]
+    flat = frames.reshape(-1, *frames.shape[2:])
+    mu, _ = encode_frames(vae, flat, batch_size=min(256, len(flat)))
+    mu = jnp.asarray(mu.reshape(count, span, -1))
+    rollout_args = (
+        rnn,
+        mu[:, :warmup],
+        actions[:, :warmup],
+        mu[:, warmup],
+        actions[:, warmup:],
+    )
+    keys = jax.random.split(jax.random.key(seed), count)
+    starts = mu[:, warmup : warmup + 1]
+    latents = {
+        "model_mode": batched_open_loop(*rollout_args, keys, None),
+        "model_sampled": batched_open_loop(*rollout_args, keys, float(temperature)),
+    }
+    real = to_gray84(frames[:, warmup:])
+    predictions = {
+        name: to_gray84(
+            float_to_uint8(decode_latents(vae, jnp.concatenate([starts, zs], axis=1)))
+        )
+        for name, zs in latents.items()
+    }
+    predictions["copy_baseline"] = copy_last_frame(real)
+    predictions["vae_floor"] = to_gray84(
+        float_to_uint8(decode_latents(vae, mu[:, warmup:]))
+    )
+
+    out_dir = Path(out_dir)
+    start_indices = [start for _, start in windows]
+    records = {}
+    for name, predicted in predictions.items():
+        records[name] = prediction_record(start_indices, real, predicted)
+        save_record(records[name], out_dir / name)
+    curves = {
+        name: record["mse_per_horizon_pixels"] for name, record in records.items()
+    }
+    summary = {
+        "env_id": config.env_id,
+        "horizon": horizon,
+        "num_sequences": count,
+        "warmup": warmup,
+        "temperature": float(temperature),
+        "seed": seed,
+        "sequences": [
+            {"episode": str(episode_paths[e]), "start": s} for e, s in windows
+        ],
+        "mse_per_horizon_pixels": curves,
+        "model_beats_copy_from_horizon": _beats_from(
+            curves["model_mode"], curves["copy_baseline"]
+        ),
+    }
+    _write_json(out_dir / "summary.json", summary)
+    labels = {
+        "model_mode": "model (mode)",
+        "model_sampled": f"model (sampled, τ={temperature:g})",
+        "copy_baseline": "copy last frame",
+        "vae_floor": "VAE floor",
+    }
+    table = comparison_markdown(
+        [labels[name] for name in curves],
+        comparison_rows(
+            [labels[name] for name in curves], [np.asarray(c) for c in curves.values()]
+        ),
+    )
+    (out_dir / "summary.md").write_text(table)
+    if plots:
+        plot_mse_curves(
+            list(labels.values()),
+            [np.asarray(c) for c in curves.values()],
+            out_dir / "mse_per_horizon.png",
+        )
+        for index in range(count):
+            plot_sequence(
+                index,
+                real,
+                predictions,
+                labels,
+                windows[index],
+                out_dir / f"sequence_{index:02d}.png",
+            )
+    return summary
+
+
+def _beats_from(model: Sequence[float], baseline: Sequence[float]) -> int | None:
+    """Smallest horizon h >= 1 from which the model's MSE is below the baseline's at
+    every later horizon; None if it never is."""
+    first = None
+    for horizon in range(len(model) - 1, 0, -1):
+        if model[horizon] < baseline[horizon]:
+            first = horizon
+        else:
+            break
+    return first
+
+
+def _write_json(path: Path, data: Any) -> None:
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def plot_sequence(
+    index: int,
+    real: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    labels: Mapping[str, str],
+    window: tuple[int, int],
+    out_png: Path,
+    max_columns: int = 11,
+) -> None:
+    """Real and predicted frames of one sequence, then the MSE per frame of every
+    prediction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown_rows = ["model_mode", "model_sampled"]
+    columns = np.unique(
+        np.linspace(0, real.shape[1] - 1, min(max_columns, real.shape[1]))
+        .round()
+        .astype(int)
+    )
+    rows = 1 + len(shown_rows)
+    figure = plt.figure(figsize=(1.3 * len(columns), 1.4 * rows + 2.6))
+    grid = figure.add_gridspec(rows + 1, len(columns), height_ratios=[1] * rows + [1.8])
+    for row, (name, frames) in enumerate(
+        [("real", real)] + [(n, predictions[n]) for n in shown_rows]
+    ):
+        for col, step in enumerate(columns):
+            axis = figure.add_subplot(grid[row, col])
+            axis.imshow(frames[index, step], cmap="gray", vmin=0, vmax=255)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(f"t+{step}", fontsize=8)
+            if col == 0:
+                axis.set_ylabel(labels.get(name, name), fontsize=7)
+    axis = figure.add_subplot(grid[rows, :])
+    for name, predicted in predictions.items():
+        error = ((real[index].astype(np.float64) - predicted[index]) ** 2).mean(
+            axis=(1, 2)
+        )
+        axis.plot(error, marker=".", label=labels.get(name, name))
+    axis.set_xlabel("horizon")
+    axis.set_ylabel("pixel MSE")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    figure.suptitle(
+        f"sequence {index}: episode {window[0]}, start {window[1]}", fontsize=9
+    )
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=90)
+    plt.close(figure)
+
+
+def latent_error(
+    rnn,
+    config,
+    latent_paths: Sequence[Path],
+    *,
+    horizon: int = 3,
+    batch_size: int = 256,
+    max_batches: int = 100,
+    warmup: int = 0,
+    temperature: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Latent consistency error: M's open-loop latents (mode, or sampled at
+    ``temperature``) against the encoded actual latents mu, over test windows."""
+    if horizon < 1 or batch_size < 1 or max_batches < 1 or warmup < 0:
+        raise ValueError("need horizon, batch_size, max_batches >= 1 and warmup >= 0")
+    spec = get_spec(config.env_id)
+    episodes = [load_latents(path) for path in latent_paths]
+    mus = [episode["mu"] for episode in episodes]
+    action_inputs = [np.asarray(action_to_input(e["actions"], spec)) for e in episodes]
+    lengths = [len(episode["rewards"]) for episode in episodes]
+    total = sum(max(0, length - horizon - warmup + 1) for length in lengths)
+    windows = choose_windows(lengths, total, horizon, warmup, seed)  # all, shuffled
+    num_batches = min(max_batches, max(1, len(windows) // batch_size))
+    key = jax.random.key(seed)
+    per_batch = []
+    for index in tqdm(range(num_batches), desc="latent error", leave=False):
+        batch = windows[index * batch_size : (index + 1) * batch_size]
+        per_batch.append(
+            latent_batch_mse(
+                rnn,
+                mus,
+                action_inputs,
+                batch,
+                horizon,
+                warmup,
+                jax.random.fold_in(key, index),
+                temperature,
+            )
+        )
+    stats = latent_error_statistics(np.stack(per_batch))
+    stats.update(
+        num_episodes=len(episodes),
+        batch_size=min(batch_size, len(windows)),
+        num_windows=len(windows),
+        warmup=warmup,
+        prediction="mode" if temperature is None else f"sampled, τ={temperature:g}",
+        seed=seed,
+    )
+    return stats
+
+
+def latent_error_text(stats: Mapping[str, Any]) -> str:
+    """Human-readable report of ``latent_error``'s statistics."""
+    lines = [
+        f"latent consistency error, horizon {stats['horizon']} ({stats['prediction']})",
+        "MSE per timestep: "
+        + ", ".join(
+            f"t+{i + 1}: {m:.4f} ± {s:.4f}"
+            for i, (m, s) in enumerate(
+                zip(stats["mse_per_timestep"], stats["std_per_timestep"])
+            )
+        ),
+        f"average {stats['mse_average']:.4f}  std across batches {stats['mse_std']:.4f}"
+        f"  min {stats['mse_min']:.4f}  max {stats['mse_max']:.4f}",
+        f"{stats['num_batches']} batches of {stats['batch_size']} windows, "
+        f"{stats['num_episodes']} episodes ({stats['num_windows']} windows), "
+        f"warmup {stats['warmup']}, seed {stats['seed']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_pixel_error(run_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """Pixel protocol on a run directory's held-out episodes, with its trained V and M;
+    results in ``run_dir``/model_error/pixel_hH/."""
+    config = load_run_config(run_dir)
+    horizon = options.get("horizon", 20)
+    out_dir = Path(run_dir) / "model_error" / f"pixel_h{horizon}"
+    return pixel_error(
+        load_vae(run_dir),
+        load_rnn(run_dir),
+        config,
+        held_out_paths(run_dir, config, "data"),
+        out_dir,
+        **options,
+    )
+
+
+def run_latent_error(run_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """Latent protocol on a run directory's held-out latent files with its trained M;
+    writes ``run_dir``/model_error/latent_hH.{json,txt} and returns the statistics."""
+    config = load_run_config(run_dir)
+    stats = latent_error(
+        load_rnn(run_dir), config, held_out_paths(run_dir, config, "latents"), **options
+    )
+    stem = Path(run_dir) / "model_error" / f"latent_h{stats['horizon']}"
+    _write_json(stem.with_suffix(".json"), stats)
+    stem.with_suffix(".txt").write_text(latent_error_text(stats))
+    return stats
