@@ -1,0 +1,491 @@
+"""Episode and latent files: atomic writing, validated reading, batches for training.
+
+Episode file (``.npz``, loadable with ``allow_pickle=False``)::
+
+    obs         uint8    (T+1, 64, 64, 3)  o_0 .. o_T preprocessed, final frame kept
+    actions     float32  (T, A) continuous  |  int32 (T,) discrete; a_t taken in o_t
+    rewards     float32  (T,)   r_t returned by step(a_t)
+    terminated  bool     (T,)   the MDP ended after step t
+    truncated   bool     (T,)   time limit / collection cap after step t (not a death)
+    env_id, policy  0-d str;  seed  0-d int
+
+A latent file replaces ``obs`` by ``mu`` and ``logvar`` float32 (T+1, Z).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from world_models.envs import ENVS, FRAME_SIZE
+
+FRAME_SHAPE = (FRAME_SIZE, FRAME_SIZE, 3)
+STEP_KEYS = ("actions", "rewards", "terminated", "truncated")
+PROVENANCE_KEYS = ("env_id", "policy", "seed")
+EPISODE_KEYS = ("obs", *STEP_KEYS, *PROVENANCE_KEYS)
+LATENT_KEYS = ("mu", "logvar", *STEP_KEYS, *PROVENANCE_KEYS)
+TMP_MARKER = ".tmp-"
+# zlib level 1: frames of flat colour compress almost as well as at level 6, ~4x faster.
+COMPRESS_LEVEL = 1
+
+
+class EpisodeError(ValueError):
+    """An episode or latent file (or dict) is missing, unreadable or inconsistent."""
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_npz_atomic(
+    path: str | os.PathLike, arrays: Mapping[str, np.ndarray]
+) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            with zipfile.ZipFile(
+                handle, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
+            ) as archive:
+                for key, array in arrays.items():
+                    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(
+                            member, np.asanyarray(array), allow_pickle=False
+                        )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _as_arrays(data: Mapping[str, Any], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    arrays = {key: np.asarray(data[key]) for key in keys if key in data}
+    for key in ("env_id", "policy"):
+        if key in arrays:
+            arrays[key] = np.asarray(str(arrays[key]))
+    if "seed" in arrays:
+        arrays["seed"] = np.asarray(int(arrays["seed"]), dtype=np.int64)
+    return arrays
+
+
+def save_episode(path: str | os.PathLike, episode: Mapping[str, Any]) -> None:
+    """Validate ``episode``; write it to ``path`` atomically (temp + os.replace)."""
+    arrays = _as_arrays(episode, EPISODE_KEYS)
+    validate_episode(arrays, name=str(path))
+    _write_npz_atomic(path, arrays)
+
+
+def save_latents(path: str | os.PathLike, latents: Mapping[str, Any]) -> None:
+    """Validate a latent episode (mu, logvar + step arrays) and write it atomically."""
+    arrays = _as_arrays(latents, LATENT_KEYS)
+    validate_latents(arrays, name=str(path))
+    _write_npz_atomic(path, arrays)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_npz(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise EpisodeError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise EpisodeError(f"{path}: missing keys {missing}")
+            return {key: archive[key] for key in keys}
+    except EpisodeError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as error:
+        raise EpisodeError(f"{path}: unreadable or corrupt ({error})") from None
+
+
+def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load and validate one episode file; raises EpisodeError naming the file."""
+    arrays = _read_npz(path, EPISODE_KEYS)
+    validate_episode(arrays, name=str(path))
+    return arrays
+
+
+def load_latents(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load and validate one latent file; raises EpisodeError naming the file."""
+    arrays = _read_npz(path, LATENT_KEYS)
+    validate_latents(arrays, name=str(path))
+    return arrays
+
+
+def episode_length(path: str | os.PathLike) -> int:
+    """Number of steps T of an episode or latent file, reading only its rewards."""
+    return int(_read_npz(path, ("rewards",))["rewards"].shape[0])
+
+
+def list_episodes(folder: str | os.PathLike) -> list[Path]:
+    """All ``.npz`` files below ``folder`` (recursive, sorted), temp files skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"episode folder {folder} does not exist")
+    return sorted(
+        path
+        for path in folder.rglob("*.npz")
+        if not path.name.startswith(".") and TMP_MARKER not in path.name
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise EpisodeError(f"{name}: {message}")
+
+
+def _describe(array: np.ndarray) -> str:
+    return f"{array.dtype} {array.shape}"
+
+
+def _validate_steps(arrays: Mapping[str, np.ndarray], name: str) -> int:
+    """Check the per-step arrays and provenance; return the episode length T."""
+    for key in (*STEP_KEYS, *PROVENANCE_KEYS):
+        _check(key in arrays, name, f"missing key {key!r}")
+    rewards = arrays["rewards"]
+    _check(
+        rewards.dtype == np.float32 and rewards.ndim == 1,
+        name,
+        f"rewards must be float32 (T,), got {_describe(rewards)}",
+    )
+    length = rewards.shape[0]
+    _check(length >= 1, name, "episode has no steps")
+    _check(bool(np.isfinite(rewards).all()), name, "rewards contain NaN or inf")
+    for key in ("terminated", "truncated"):
+        flags = arrays[key]
+        _check(
+            flags.dtype == np.bool_ and flags.shape == (length,),
+            name,
+            f"{key} must be bool ({length},), got {_describe(flags)}",
+        )
+    done = arrays["terminated"] | arrays["truncated"]
+    _check(not done[:-1].any(), name, "terminated/truncated set before the last step")
+    _check(bool(done[-1]), name, "last step is neither terminated nor truncated")
+
+    actions = arrays["actions"]
+    if actions.dtype == np.int32:
+        _check(
+            actions.shape == (length,),
+            name,
+            f"discrete actions must be int32 ({length},), got {_describe(actions)}",
+        )
+    else:
+        _check(
+            actions.dtype == np.float32
+            and actions.ndim == 2
+            and actions.shape[0] == length,
+            name,
+            f"actions must be float32 ({length}, A) or int32 ({length},), "
+            f"got {_describe(actions)}",
+        )
+        _check(bool(np.isfinite(actions).all()), name, "actions contain NaN or inf")
+
+    for key in ("env_id", "policy"):
+        value = arrays[key]
+        _check(
+            value.shape == () and value.dtype.kind == "U",
+            name,
+            f"{key} must be a 0-d string, got {_describe(value)}",
+        )
+    seed = arrays["seed"]
+    _check(
+        seed.shape == () and seed.dtype.kind in "iu",
+        name,
+        f"seed must be a 0-d integer, got {_describe(seed)}",
+    )
+
+    spec = ENVS.get(str(arrays["env_id"]))
+    if spec is not None:
+        if spec.discrete:
+            _check(
+                actions.dtype == np.int32, name, f"{spec.env_id} actions are discrete"
+            )
+            _check(
+                bool(((actions >= 0) & (actions < spec.action_size)).all()),
+                name,
+                f"discrete actions outside [0, {spec.action_size})",
+            )
+        else:
+            _check(
+                actions.ndim == 2 and actions.shape[1] == spec.action_size,
+                name,
+                f"{spec.env_id} actions must be (T, {spec.action_size}), got "
+                f"{_describe(actions)}",
+            )
+    return length
+
+
+def validate_episode(arrays: Mapping[str, np.ndarray], name: str = "episode") -> None:
+    """Raise EpisodeError (naming ``name``) unless ``arrays`` is a valid episode."""
+    length = _validate_steps(arrays, name)
+    _check("obs" in arrays, name, "missing key 'obs'")
+    obs = arrays["obs"]
+    _check(
+        obs.dtype == np.uint8 and obs.shape == (length + 1, *FRAME_SHAPE),
+        name,
+        f"obs must be uint8 {(length + 1, *FRAME_SHAPE)}, got {_describe(obs)}",
+    )
+
+
+def validate_latents(arrays: Mapping[str, np.ndarray], name: str = "latents") -> None:
+    """Raise EpisodeError (naming ``name``) unless ``arrays`` is a valid latent file."""
+    length = _validate_steps(arrays, name)
+    for key in ("mu", "logvar"):
+        _check(key in arrays, name, f"missing key {key!r}")
+        value = arrays[key]
+        _check(
+            value.dtype == np.float32
+            and value.ndim == 2
+            and value.shape[0] == length + 1,
+            name,
+            f"{key} must be float32 ({length + 1}, Z), got {_describe(value)}",
+        )
+        _check(bool(np.isfinite(value).all()), name, f"{key} contains NaN or inf")
+    _check(
+        arrays["mu"].shape == arrays["logvar"].shape,
+        name,
+        "mu and logvar shapes differ",
+    )
+
+
+# --------------------------------------------------------------------------- VAE frames
+
+
+def _unit_hash(parts: tuple[str, ...], seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}/{'/'.join(parts)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_by_episode(
+    paths: Sequence[str | os.PathLike], val_fraction: float, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """Split episode files into (train, validation) by a seeded hash of their names.
+
+    Whole episodes go to one side, so validation frames never neighbour training frames.
+    The side of an episode depends only on its last three path parts (roundK/POLICY/file)
+    and the seed: episodes added in later rounds never move earlier ones across, and an
+    episode and its latent file (the mirrored path) land on the same side. With at least
+    two episodes and ``val_fraction > 0`` each side gets one or more.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    paths = sorted(Path(p) for p in paths)
+    scores = {p: _unit_hash(p.parts[-3:], seed) for p in paths}
+    val = [p for p in paths if scores[p] < val_fraction]
+    if val_fraction > 0 and len(paths) >= 2:
+        by_score = sorted(paths, key=scores.__getitem__)
+        if not val:
+            val = by_score[:1]
+        elif len(val) == len(paths):
+            val = by_score[:-1]
+    chosen = set(val)
+    return [p for p in paths if p not in chosen], sorted(val)
+
+
+class FrameBatches:
+    """Shuffled uint8 frame batches (B, 64, 64, 3) over a set of episode files.
+
+    Memory bound: at most ``max_frames`` frames are held at once (12 KiB each; the
+    default 200k is ~2.4 GiB). If the whole dataset fits it is loaded once and every
+    epoch is a full shuffle of all frames. Otherwise each epoch visits the episodes in a
+    random order, in chunks of whole episodes holding at most ``max_frames`` frames, and
+    shuffles within each chunk (every frame is still seen once per epoch).
+
+    ``epoch(i)`` yields one epoch (deterministic in ``seed`` and ``i``); iterating the
+    object yields batches forever, epoch after epoch.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        batch_size: int,
+        *,
+        seed: int,
+        max_frames: int = 200_000,
+        drop_last: bool = True,
+    ):
+        if not paths:
+            raise ValueError("FrameBatches needs at least one episode file")
+        if batch_size <= 0 or max_frames < batch_size:
+            raise ValueError(
+                f"need 0 < batch_size <= max_frames, got {batch_size}, {max_frames}"
+            )
+        self.paths = [Path(p) for p in paths]
+        self.batch_size = batch_size
+        self.seed = seed
+        self.max_frames = max_frames
+        self.drop_last = drop_last
+        self.frames_per_episode = [episode_length(p) + 1 for p in self.paths]
+        self.num_frames = sum(self.frames_per_episode)
+        if max(self.frames_per_episode) > max_frames:
+            raise ValueError(f"an episode has more than max_frames={max_frames} frames")
+        self._cache: np.ndarray | None = None
+
+    def _load(self, indices: Sequence[int]) -> np.ndarray:
+        return np.concatenate([load_episode(self.paths[i])["obs"] for i in indices])
+
+    def _chunks(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        if self.num_frames <= self.max_frames:
+            if self._cache is None:
+                self._cache = self._load(range(len(self.paths)))
+            yield self._cache
+            return
+        chunk: list[int] = []
+        size = 0
+        for index in rng.permutation(len(self.paths)):
+            if size + self.frames_per_episode[index] > self.max_frames:
+                yield self._load(chunk)
+                chunk, size = [], 0
+            chunk.append(int(index))
+            size += self.frames_per_episode[index]
+        if chunk:
+            yield self._load(chunk)
+
+    def epoch(self, index: int = 0) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng([self.seed, index])
+        leftover = np.zeros((0, *FRAME_SHAPE), np.uint8)
+        for frames in self._chunks(rng):
+            frames = np.concatenate([leftover, frames[rng.permutation(len(frames))]])
+            full = len(frames) // self.batch_size * self.batch_size
+            for start in range(0, full, self.batch_size):
+                yield frames[start : start + self.batch_size]
+            leftover = frames[full:]
+        if len(leftover) and not self.drop_last:
+            yield leftover
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        index = 0
+        while True:
+            yielded = False
+            for batch in self.epoch(index):
+                yielded = True
+                yield batch
+            if not yielded:
+                raise ValueError(
+                    f"fewer than batch_size={self.batch_size} frames in "
+                    f"{len(self.paths)} episodes"
+                )
+            index += 1
+
+
+# ------------------------------------------------------------------------ RNN windows
+
+
+class SequenceSampler:
+    """Fixed-length windows over latent files for MDN-RNN training, with masks.
+
+    ``sample()`` returns a dict of numpy arrays for a batch of B windows of L steps:
+
+        mu, logvar   float32 (B, L+1, Z)  z_t .. z_{t+L}: inputs and next-step targets
+        actions      float32 (B, L, A) | int32 (B, L)   a_t (discrete: index)
+        rewards      float32 (B, L)       r_t
+        terminated   bool    (B, L)       terminated_t (predicted from z_t, a_t, h_t)
+        truncated    bool    (B, L)
+        mask         float32 (B, L)       1 for real steps, 0 past the episode's end
+
+    Episodes are drawn with probability proportional to their length and the start
+    uniformly in [0, max(T - L, 0)], so windows of long episodes are never cut to the
+    shortest one and episodes shorter than L are padded (zeros) and masked. Every window
+    of an episode with T >= L ends on or before its last step, which the last start
+    (T - L) reaches, so terminal steps are sampled.
+
+    ``epoch_batches()`` tiles every episode into consecutive windows (the last one
+    padded) covering each step exactly once: use it for a deterministic validation loss.
+    """
+
+    def __init__(
+        self,
+        latent_paths: Sequence[str | os.PathLike],
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+    ):
+        if not latent_paths:
+            raise ValueError("SequenceSampler needs at least one latent file")
+        if seq_len <= 0 or batch_size <= 0:
+            raise ValueError(
+                f"seq_len and batch_size must be > 0, got {seq_len}, {batch_size}"
+            )
+        self.paths = [Path(p) for p in latent_paths]
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.episodes = [load_latents(p) for p in self.paths]
+        first = self.episodes[0]
+        for path, episode in zip(self.paths, self.episodes):
+            if (
+                episode["mu"].shape[1] != first["mu"].shape[1]
+                or episode["actions"].shape[1:] != first["actions"].shape[1:]
+                or episode["actions"].dtype != first["actions"].dtype
+            ):
+                raise EpisodeError(
+                    f"{path}: latent or action shape differs from {self.paths[0]}"
+                )
+        self.z_dim = first["mu"].shape[1]
+        self.lengths = np.array([len(e["rewards"]) for e in self.episodes])
+        self._rng = np.random.default_rng(seed)
+
+    def _empty(self, batch: int) -> dict[str, np.ndarray]:
+        L, actions = self.seq_len, self.episodes[0]["actions"]
+        return {
+            "mu": np.zeros((batch, L + 1, self.z_dim), np.float32),
+            "logvar": np.zeros((batch, L + 1, self.z_dim), np.float32),
+            "actions": np.zeros((batch, L, *actions.shape[1:]), actions.dtype),
+            "rewards": np.zeros((batch, L), np.float32),
+            "terminated": np.zeros((batch, L), bool),
+            "truncated": np.zeros((batch, L), bool),
+            "mask": np.zeros((batch, L), np.float32),
+        }
+
+    def _fill(
+        self, out: dict[str, np.ndarray], row: int, episode: int, start: int
+    ) -> None:
+        data = self.episodes[episode]
+        stop = min(start + self.seq_len, len(data["rewards"]))
+        steps = stop - start
+        out["mu"][row, : steps + 1] = data["mu"][start : stop + 1]
+        out["logvar"][row, : steps + 1] = data["logvar"][start : stop + 1]
+        for key in STEP_KEYS:
+            out[key][row, :steps] = data[key][start:stop]
+        out["mask"][row, :steps] = 1.0
+
+    def sample(self) -> dict[str, np.ndarray]:
+        """One random batch (see the class docstring for keys and shapes)."""
+        out = self._empty(self.batch_size)
+        episodes = self._rng.choice(
+            len(self.episodes),
+            size=self.batch_size,
+            p=self.lengths / self.lengths.sum(),
+        )
+        for row, episode in enumerate(episodes):
+            last_start = max(int(self.lengths[episode]) - self.seq_len, 0)
+            self._fill(out, row, int(episode), int(self._rng.integers(last_start + 1)))
+        return out
+
+    def epoch_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """Every step of every episode exactly once, in order; the last batch may be
+        smaller than batch_size."""
+        windows = [
+            (e, s)
+            for e, length in enumerate(self.lengths)
+            for s in range(0, int(length), self.seq_len)
+        ]
+        for first in range(0, len(windows), self.batch_size):
+            chunk = windows[first : first + self.batch_size]
+            out = self._empty(len(chunk))
+            for row, (episode, start) in enumerate(chunk):
+                self._fill(out, row, episode, start)
+            yield out

@@ -1,0 +1,275 @@
+"""Data-collection policies: seeded objects mapping an observation to an action.
+
+A policy is reset with the episode's seed and is then deterministic. Factories are
+module-level functions ``factory(env_id, **kwargs) -> Policy`` so worker processes can
+receive them by reference (pickle) and import the module that defines them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from world_models.envs import get_spec, make_env
+
+
+class Policy(Protocol):
+    def reset(self, seed: int) -> None: ...
+
+    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> np.ndarray | int: ...
+
+
+PolicyFactory = Callable[..., Policy]
+_FACTORIES: dict[str, PolicyFactory] = {}
+POLICY_NAMES = _FACTORIES.keys()  # live view: includes policies registered later
+
+
+def register_policy(name: str, factory: PolicyFactory) -> None:
+    """Make ``factory(env_id, **kwargs)`` available as ``make_policy(name, ...)``."""
+    _FACTORIES[name] = factory
+
+
+def get_factory(name: str) -> PolicyFactory:
+    try:
+        return _FACTORIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown policy {name!r}; known: {', '.join(sorted(_FACTORIES))}"
+        ) from None
+
+
+def make_policy(name: str, env_id: str, **kwargs: Any) -> Policy:
+    return get_factory(name)(env_id, **kwargs)
+
+
+@functools.cache
+def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) float32 bounds of a continuous env's action space."""
+    env = make_env(env_id)
+    try:
+        space = env.action_space
+        return space.low.astype(np.float32), space.high.astype(np.float32)
+    finally:
+        env.close()
+
+
+# --------------------------------------------------------------------------- brownian
+
+
+class BrownianPolicy:
+    """a_{t+1} = clip(a_t + drift·dt + sqrt(dt)·N(0, I)) inside the action bounds.
+
+    ``drift`` biases the walk; for CarRacing the default pushes gas up and brake down so
+    the car actually moves (an unbiased walk spends half its time braking and stalls).
+    """
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, dt: float, drift: np.ndarray):
+        self.low, self.high, self.dt = low, high, dt
+        self.drift = np.asarray(drift, np.float32)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.action = np.clip(np.zeros_like(self.low), self.low, self.high)
+
+    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> np.ndarray:
+        step = self.drift * self.dt + np.sqrt(self.dt) * self.rng.standard_normal(
+            self.low.shape
+        )
+        self.action = np.clip(self.action + step, self.low, self.high).astype(
+            np.float32
+        )
+        return self.action.copy()
+
+
+class StickyRandomPolicy:
+    """Uniform random discrete action, repeating the previous one with probability p."""
+
+    def __init__(self, num_actions: int, repeat_prob: float):
+        self.num_actions, self.repeat_prob = num_actions, repeat_prob
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.action: int | None = None
+
+    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> int:
+        if self.action is None or self.rng.random() >= self.repeat_prob:
+            self.action = int(self.rng.integers(self.num_actions))
+        return self.action
+
+
+CARRACING_DRIFT = (0.0, 1.0, -1.0)  # (steer, gas, brake) per unit time
+
+
+def make_brownian(
+    env_id: str,
+    dt: float = 0.1,
+    repeat_prob: float = 0.8,
+    drift: tuple[float, ...] | None = None,
+) -> Policy:
+    spec = get_spec(env_id)
+    if spec.discrete:
+        return StickyRandomPolicy(spec.action_size, repeat_prob)
+    low, high = action_bounds(env_id)
+    if drift is None:
+        drift = CARRACING_DRIFT if env_id == "CarRacing-v3" else (0.0,) * len(low)
+    return BrownianPolicy(low, high, dt, np.asarray(drift, np.float32))
+
+
+register_policy("brownian", make_brownian)
+
+# ------------------------------------------------------------- CarRacing pixel drivers
+
+# Geometry of CarRacing's 96x96 observation (the camera follows the car, nose up).
+VIEW_ROWS = 84  # rows above the dashboard
+CAR_ROW = 66  # top of the car sprite
+CAR_COL = 47.5  # car centre column
+SPEED_BAR_COLS = slice(12, 15)  # dashboard "true speed" bar
+SPEED_PER_PIXEL = 1 / (2.4 * 0.02)  # bar height = (H/40) * 0.02 * speed
+LOST_SPEED = 15.0  # speed target while searching for the road
+
+
+def road_mask(raw_obs: np.ndarray) -> np.ndarray:
+    """True where the view (above the dashboard) is not grass: road, kerbs, car."""
+    view = raw_obs[:VIEW_ROWS].astype(np.int16)
+    return view[..., 1] - view[..., 0] < 40
+
+
+def dashboard_speed(raw_obs: np.ndarray) -> float:
+    """Speed read from the height of the white bar on the dashboard."""
+    bar = raw_obs[VIEW_ROWS:, SPEED_BAR_COLS].astype(np.float32).mean(axis=(1, 2))
+    return float((bar / 255.0).sum() * SPEED_PER_PIXEL)
+
+
+def road_center(row: np.ndarray, near: float) -> float | None:
+    """Centre column of the road run in ``row`` closest to column ``near``."""
+    columns = np.flatnonzero(row)
+    if columns.size == 0:
+        return None
+    breaks = np.flatnonzero(np.diff(columns) > 1)
+    starts = columns[np.r_[0, breaks + 1]]
+    ends = columns[np.r_[breaks, columns.size - 1]]
+    distance = np.maximum(0, np.maximum(starts - near, near - ends))
+    best = int(np.argmin(distance))
+    return (starts[best] + ends[best]) / 2
+
+
+def clear_distance(road: np.ndarray) -> int:
+    """Rows of road straight ahead of the car before the first grass pixel."""
+    ahead = road[:CAR_ROW, int(CAR_COL) - 2 : int(CAR_COL) + 3].all(axis=1)[::-1]
+    blocked = np.flatnonzero(~ahead)
+    return int(blocked[0]) if blocked.size else CAR_ROW
+
+
+class PixelDriver:
+    """Follows the road seen in CarRacing's raw pixels with a PD steering controller
+    and a target speed that falls as the straight road ahead gets shorter.
+
+    ``recovery``: moderate speed, steering noise and occasional deliberate swerves that
+    it then recovers from. ``aggressive``: a high target speed, braking only when the
+    corner is close, so the car slides at the friction limit.
+    """
+
+    def __init__(
+        self,
+        base_speed: float,
+        speed_per_row: float,
+        brake_margin: float,
+        steer_noise: float,
+        swerve_prob: float,
+        swerve_steps: tuple[int, int],
+    ):
+        self.base_speed, self.speed_per_row = base_speed, speed_per_row
+        self.brake_margin, self.steer_noise = brake_margin, steer_noise
+        self.swerve_prob, self.swerve_steps = swerve_prob, swerve_steps
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.previous_error = 0.0
+        self.noise = 0.0
+        self.swerve_left = 0
+        self.swerve_steer = 0.0
+
+    def _steering_error(self, road: np.ndarray) -> float:
+        error, weight_sum, reference = 0.0, 0.0, CAR_COL
+        for row, weight in ((60, 0.5), (50, 0.3), (40, 0.2)):
+            centre = road_center(road[row], reference)
+            if centre is None:
+                continue
+            error += weight * (centre - CAR_COL)
+            weight_sum += weight
+            reference = centre
+        return error / weight_sum if weight_sum else self.previous_error
+
+    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> np.ndarray:
+        road = road_mask(raw_obs)
+        lost = road[50:CAR_ROW, 32:64].mean() < 0.2
+        if lost:  # off the track: head slowly for the nearest road in view
+            columns = np.flatnonzero(road[30:CAR_ROW].any(axis=0))
+            error = (
+                columns[np.argmin(np.abs(columns - CAR_COL))] - CAR_COL
+                if columns.size
+                else 0.0
+            )
+        else:
+            error = self._steering_error(road)
+        steer = 0.08 * error + 0.15 * (error - self.previous_error)
+        self.previous_error = error
+        self.noise = 0.9 * self.noise + self.steer_noise * self.rng.standard_normal()
+        steer += self.noise
+        if self.swerve_left == 0 and self.rng.random() < self.swerve_prob:
+            self.swerve_left = int(self.rng.integers(*self.swerve_steps))
+            self.swerve_steer = float(self.rng.choice([-1.0, 1.0]))
+        if self.swerve_left > 0:
+            self.swerve_left -= 1
+            steer = self.swerve_steer
+
+        speed = dashboard_speed(raw_obs)
+        target = self.base_speed + self.speed_per_row * clear_distance(road)
+        if lost:
+            target = LOST_SPEED
+        gas = 1.0 if speed < target else 0.0
+        brake = 0.8 if speed > target + self.brake_margin else 0.0
+        if abs(steer) > 0.6:
+            gas *= 0.5
+        return np.array([np.clip(steer, -1, 1), gas, brake], np.float32)
+
+
+def _require_carracing(env_id: str, name: str) -> None:
+    if env_id != "CarRacing-v3":
+        raise ValueError(f"policy {name!r} drives CarRacing-v3 only, not {env_id!r}")
+
+
+def make_recovery(
+    env_id: str, steer_noise: float = 0.05, swerve_prob: float = 0.01
+) -> Policy:
+    _require_carracing(env_id, "recovery")
+    return PixelDriver(
+        base_speed=25.0,
+        speed_per_row=0.9,
+        brake_margin=10.0,
+        steer_noise=steer_noise,
+        swerve_prob=swerve_prob,
+        swerve_steps=(4, 12),
+    )
+
+
+def make_aggressive(env_id: str, steer_noise: float = 0.02) -> Policy:
+    _require_carracing(env_id, "aggressive")
+    return PixelDriver(
+        base_speed=28.0,
+        speed_per_row=1.1,
+        brake_margin=15.0,
+        steer_noise=steer_noise,
+        swerve_prob=0.0,
+        swerve_steps=(1, 2),
+    )
+
+
+register_policy("recovery", make_recovery)
+register_policy("aggressive", make_aggressive)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from world_models.envs import make_env
+from world_models.policies import (
+    POLICY_NAMES,
+    action_bounds,
+    dashboard_speed,
+    make_policy,
+    register_policy,
+    road_center,
+    road_mask,
+)
+
+
+def test_registry():
+    assert {"brownian", "recovery", "aggressive"} <= set(POLICY_NAMES)
+    with pytest.raises(ValueError, match="known: .*brownian"):
+        make_policy("nope", "CarRacing-v3")
+    with pytest.raises(ValueError, match="CarRacing-v3 only"):
+        make_policy("recovery", "LunarLander-v3")
+    register_policy("test_constant", lambda env_id: make_policy("brownian", env_id))
+    assert "test_constant" in POLICY_NAMES
+
+
+def test_brownian_continuous_stays_in_bounds_and_is_seeded():
+    low, high = action_bounds("CarRacing-v3")
+    policy = make_policy("brownian", "CarRacing-v3")
+    runs = []
+    for seed in (0, 0, 1):
+        policy.reset(seed)
+        runs.append(np.stack([policy.act(None, None) for _ in range(200)]))
+    assert runs[0].dtype == np.float32 and runs[0].shape == (200, 3)
+    assert (runs[0] >= low).all() and (runs[0] <= high).all()
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+    steps = np.abs(np.diff(runs[0], axis=0))
+    assert steps.max() < 1.5 and steps.mean() < 0.4  # a walk, not white noise
+    assert runs[0][:, 1].mean() > runs[0][:, 2].mean()  # biased to gas over brake
+
+
+def test_sticky_random_repeats_and_covers_actions():
+    policy = make_policy("brownian", "ALE/Pong-v5", repeat_prob=0.75)
+    policy.reset(0)
+    actions = np.array([policy.act(None, None) for _ in range(2000)])
+    assert set(actions) == set(range(6))
+    repeats = (actions[1:] == actions[:-1]).mean()
+    assert 0.7 < repeats < 0.85  # 0.75 + 0.25 / 6
+
+
+def test_pixel_helpers_on_a_real_frame():
+    env = make_env("CarRacing-v3")
+    observation, _ = env.reset(seed=0)
+    for _ in range(60):
+        observation, *_ = env.step(np.array([0.0, 0.6, 0.0], np.float32))
+    speed = float(np.linalg.norm(env.unwrapped.car.hull.linearVelocity))
+    env.close()
+    road = road_mask(observation)
+    assert road.shape == (84, 96)
+    assert road[60, 48] and not road[60, 5]  # on the straight start: road, grass aside
+    centre = road_center(road[60], 47.5)
+    assert abs(centre - 47.5) < 8
+    assert abs(dashboard_speed(observation) - speed) < 0.25 * speed + 3
+
+
+def test_road_center_picks_nearest_run():
+    row = np.zeros(96, bool)
+    row[10:20] = True
+    row[60:80] = True
+    assert road_center(row, 50) == 69.5
+    assert road_center(row, 25) == 14.5
+    assert road_center(np.zeros(96, bool), 50) is None

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from world_models.data import validate_episode
+from world_models.envs import get_spec, make_env, preprocess_frame, raw_frame
+from world_models.policies import make_policy
+from world_models.rollouts import RolloutError, evaluate, play_episode
+
+ENV_IDS = ["CarRacing-v3", "LunarLander-v3", "ALE/Pong-v5", "ALE/Breakout-v5"]
+CASES = [(env_id, "brownian") for env_id in ENV_IDS] + [
+    ("CarRacing-v3", "recovery"),
+    ("CarRacing-v3", "aggressive"),
+]
+
+
+@pytest.mark.parametrize("env_id, policy_name", CASES)
+def test_same_seed_gives_identical_episode(env_id, policy_name):
+    episodes = [
+        play_episode(env_id, make_policy(policy_name, env_id), seed, 25)
+        for seed in (3, 3, 4)
+    ]
+    first, again, other = episodes
+    validate_episode(first, name=env_id)
+    for key in ("obs", "actions", "rewards", "terminated", "truncated"):
+        np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first["obs"], other["obs"]) or not np.array_equal(
+        first["actions"], other["actions"]
+    )
+
+
+def test_reused_env_gives_the_same_episode():
+    env = make_env("CarRacing-v3")
+    policy = make_policy("brownian", "CarRacing-v3")
+    play_episode("CarRacing-v3", policy, 1, 10, env=env)
+    reused = play_episode("CarRacing-v3", policy, 7, 15, env=env)
+    fresh = play_episode("CarRacing-v3", make_policy("brownian", "CarRacing-v3"), 7, 15)
+    np.testing.assert_array_equal(reused["obs"], fresh["obs"])
+    np.testing.assert_array_equal(reused["actions"], fresh["actions"])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_preprocessing_and_max_steps_truncation(env_id):
+    spec = get_spec(env_id)
+    episode = play_episode(env_id, "brownian", seed=0, max_steps=6)
+    assert episode["obs"].shape == (7, 64, 64, 3) and episode["obs"].dtype == np.uint8
+    assert episode["truncated"].tolist() == [False] * 5 + [True]
+    assert not episode["terminated"].any()
+    if spec.discrete:
+        assert episode["actions"].dtype == np.int32 and episode["actions"].shape == (6,)
+    else:
+        assert episode["actions"].shape == (6, spec.action_size)
+    env = make_env(env_id)
+    observation, _ = env.reset(seed=0)
+    raw = raw_frame(env, observation, spec)
+    np.testing.assert_array_equal(preprocess_frame(raw, spec), episode["obs"][0])
+    assert raw.ndim == 3 and raw.shape[2] == 3
+    env.close()
+
+
+def test_carracing_crop_removes_the_dashboard():
+    spec = get_spec("CarRacing-v3")
+    env = make_env("CarRacing-v3")
+    observation, _ = env.reset(seed=0)
+    env.close()
+    marked = observation.copy()
+    marked[84:] = (255, 0, 255)  # paint the dashboard rows magenta
+    frame = preprocess_frame(marked, spec)
+    np.testing.assert_array_equal(frame, preprocess_frame(observation, spec))
+    marked[83] = (255, 0, 255)  # ...while a view row does reach the frame
+    assert not np.array_equal(preprocess_frame(marked, spec), frame)
+
+
+def test_evaluate_matches_play_episode():
+    results = evaluate(
+        "LunarLander-v3", "brownian", [5, 2], workers=2, max_steps=30, progress=False
+    )
+    assert [r["seed"] for r in results] == [5, 2]
+    for result in results:
+        episode = play_episode(
+            "LunarLander-v3", "brownian", result["seed"], 30, record_frames=False
+        )
+        assert "obs" not in episode
+        assert result["return"] == pytest.approx(float(episode["rewards"].sum()))
+        assert result["length"] == len(episode["rewards"])
+        assert result["terminated"] == bool(episode["terminated"][-1])
+
+
+def test_evaluate_reports_failures():
+    with pytest.raises(RolloutError, match="seed 0"):
+        evaluate(
+            "CarRacing-v3",
+            "brownian",
+            [0],
+            workers=1,
+            max_steps=5,
+            policy_kwargs={"no_such_argument": 1},
+            progress=False,
+        )
