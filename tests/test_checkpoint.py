@@ -79,3 +79,11 @@ def test_half_written_step_is_ignored(tmp_path):
     fresh = Checkpointer(tmp_path / "ck", {})
     assert fresh.latest_step() == 1
     _leaves_equal(fresh.restore(_state(3)), _state(0))
+
+
+def test_reading_an_absent_checkpoint_creates_nothing(tmp_path):
+    ckpt = Checkpointer(tmp_path / "absent", {})
+    assert ckpt.latest_step() is None
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        ckpt.restore(_state(0))
+    assert not (tmp_path / "absent").exists()

@@ -47,13 +47,13 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, config: dict[str, Any], keep: int = 3):
         self.directory = Path(directory).absolute()
         self.config = _canonical(config)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        config_path = self.directory / CONFIG_FILENAME
-        if config_path.exists():
+        self.keep = keep
+        self._config_path = self.directory / CONFIG_FILENAME
+        if self._config_path.exists():
             try:
-                saved = json.loads(config_path.read_text())
+                saved = json.loads(self._config_path.read_text())
             except json.JSONDecodeError:
-                raise CheckpointError(f"{config_path} is corrupt (not JSON)") from None
+                raise CheckpointError(f"{self._config_path} is corrupt (not JSON)") from None
             if saved != self.config:
                 changed = sorted(
                     key for key in set(saved) | set(self.config)
@@ -63,24 +63,34 @@ class Checkpointer:
                     f"checkpoints in {self.directory} were written under another config "
                     f"(differs in: {', '.join(changed) or 'structure'}); start over with --fresh"
                 )
-        else:
-            tmp = config_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True))
-            os.replace(tmp, config_path)
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False
-            ),
-        )
+        self._manager: ocp.CheckpointManager | None = None
+
+    @property
+    def manager(self) -> ocp.CheckpointManager:
+        """Opened on first use, so reading an absent checkpoint creates no folder."""
+        if self._manager is None:
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=self.keep, create=True, enable_async_checkpointing=False
+                ),
+            )
+        return self._manager
 
     def latest_step(self) -> int | None:
-        self._manager.reload()
-        return self._manager.latest_step()
+        if not self.directory.is_dir():
+            return None
+        self.manager.reload()
+        return self.manager.latest_step()
 
     def save(self, step: int, state: Any) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(_to_storable(state)), force=True)
-        self._manager.wait_until_finished()
+        if not self._config_path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self._config_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True))
+            os.replace(tmp, self._config_path)
+        self.manager.save(step, args=ocp.args.StandardSave(_to_storable(state)), force=True)
+        self.manager.wait_until_finished()
 
     def restore(self, template: Any, step: int | None = None) -> Any:
         """The state saved at ``step`` (default: latest), shaped like ``template``."""
@@ -92,7 +102,7 @@ class Checkpointer:
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _to_storable(template)
         )
         try:
-            restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as error:  # orbax raises many types for damaged files
             raise CheckpointError(
                 f"checkpoint step {step} in {self.directory} cannot be read "
@@ -106,11 +116,13 @@ class Checkpointer:
         return eqx.combine(restored, static)
 
     def clear(self) -> None:
-        self._manager.close()
+        self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def close(self) -> None:
-        self._manager.close()
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
 
 
 def _check_shape(saved: Any, like: Any, directory: Path) -> Any:
