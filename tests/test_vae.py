@@ -1,0 +1,276 @@
+import json
+import re
+import shutil
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import lax
+
+from world_models.checkpoint import CheckpointError
+from world_models.config import init_run, make_config
+from world_models.data import list_episodes, load_latents, save_episode
+from world_models.vae import (
+    ConvVAE,
+    col2im,
+    count_parameters,
+    encode_frames,
+    im2col,
+    kl_divergence,
+    load_vae,
+    vae_loss,
+)
+from world_models.vae_training import TrainingDiverged, encode_run, train_vae
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def reference_forward(vae: ConvVAE, x, key):
+    """The same network via lax.conv_general_dilated (transposed: lhs dilation)."""
+    h = x[None]
+    for conv in vae.encoder:
+        h = lax.conv_general_dilated(
+            h, conv.weight, (2, 2), "VALID", dimension_numbers=NHWC
+        )
+        h = jax.nn.relu(h + conv.bias)
+    mu, logvar = vae.to_mu(h.reshape(-1)), vae.to_logvar(h.reshape(-1))
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+    h = vae.from_z(z).reshape(1, 1, 1, -1)
+    for i, deconv in enumerate(vae.decoder):
+        k = deconv.kernel
+        w = jnp.flip(deconv.weight, (1, 2)).transpose(1, 2, 0, 3)
+        h = lax.conv_general_dilated(
+            h,
+            w,
+            (1, 1),
+            [(k - 1, k - 1)] * 2,
+            lhs_dilation=(2, 2),
+            dimension_numbers=NHWC,
+        )
+        h = h + deconv.bias
+        h = jax.nn.sigmoid(h) if i == len(vae.decoder) - 1 else jax.nn.relu(h)
+    return h[0], mu, logvar
+
+
+def test_parameter_count_matches_paper():
+    assert count_parameters(ConvVAE(32, key=jax.random.PRNGKey(0))) == 4_348_547
+
+
+def test_shapes_and_ranges():
+    vae = ConvVAE(8, key=jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (64, 64, 3))
+    mu, logvar = vae.encode(x)
+    assert mu.shape == logvar.shape == (8,)
+    recon = vae.decode(mu)
+    assert recon.shape == (64, 64, 3)
+    assert float(recon.min()) >= 0 and float(recon.max()) <= 1
+    with pytest.raises(ValueError, match="expects one"):
+        vae.encode(jnp.zeros((32, 32, 3)))
+
+
+@pytest.mark.parametrize("size,kernel", [(64, 4), (31, 4), (13, 5), (30, 6)])
+def test_im2col_windows_and_col2im_is_its_transpose(size, kernel):
+    x = jax.random.normal(jax.random.PRNGKey(0), (size, size, 3))
+    windows = im2col(x, kernel)
+    out = (size - kernel) // 2 + 1
+    naive = jnp.stack(
+        [
+            jnp.stack(
+                [x[2 * i : 2 * i + kernel, 2 * j : 2 * j + kernel] for j in range(out)]
+            )
+            for i in range(out)
+        ]
+    )
+    np.testing.assert_array_equal(windows, naive)
+    cols = jax.random.normal(jax.random.PRNGKey(1), windows.shape)
+    # <im2col(x), c> == <x, col2im(c)> defines the transpose.
+    np.testing.assert_allclose(
+        jnp.vdot(windows, cols),
+        jnp.vdot(x, col2im(cols, size, size)),
+        atol=1e-6 * float(jnp.abs(windows).sum()),
+    )
+
+
+def test_matches_lax_convolution_forward_and_gradients():
+    vae = ConvVAE(8, key=jax.random.PRNGKey(0))
+    frames = jax.random.uniform(jax.random.PRNGKey(1), (3, 64, 64, 3))
+    key = jax.random.PRNGKey(2)
+
+    def loss(model, forward):
+        keys = jax.random.split(key, len(frames))
+        recon, mu, logvar = jax.vmap(forward, in_axes=(None, 0, 0))(model, frames, keys)
+        return jnp.sum((recon - frames) ** 2) + jnp.sum(mu**2) + jnp.sum(logvar**2)
+
+    ours, ours_grad = eqx.filter_value_and_grad(loss)(vae, lambda m, x, k: m(x, key=k))
+    ref, ref_grad = eqx.filter_value_and_grad(loss)(vae, reference_forward)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(ours_grad), jax.tree.leaves(ref_grad)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_kl_divergence_closed_form():
+    mu, logvar = jnp.array([0.0, 1.0]), jnp.array([0.0, jnp.log(4.0)])
+    expected = 0.5 * (4.0 + 1.0 - 1.0 - jnp.log(4.0))  # only dim 2 contributes
+    np.testing.assert_allclose(kl_divergence(mu, logvar), expected, rtol=1e-6)
+
+
+def test_free_bits_floor_active_and_inactive():
+    vae = ConvVAE(4, key=jax.random.PRNGKey(0))
+    frames = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
+    key = jax.random.PRNGKey(2)
+    _, parts = vae_loss(vae, frames, key)
+    kl = float(parts["kl"])
+    assert 0 < kl < 1.0  # fresh encoder: posterior close to the prior
+
+    def kl_grad(tolerance):
+        grad = eqx.filter_grad(
+            lambda m: vae_loss(m, frames, key, kl_tolerance=tolerance, beta=1.0)[0]
+        )(vae)
+        recon_only = eqx.filter_grad(lambda m: vae_loss(m, frames, key, beta=0.0)[0])(
+            vae
+        )
+        return grad.to_mu.weight - recon_only.to_mu.weight
+
+    # Floor above the KL: constant KL term, no KL gradient, loss = recon + floor.
+    loss, parts = vae_loss(vae, frames, key, kl_tolerance=1.0)
+    np.testing.assert_allclose(loss, parts["recon"] + 4.0, rtol=1e-6)
+    np.testing.assert_allclose(kl_grad(1.0), 0.0, atol=1e-6)
+    # Floor at zero: the KL itself is added and pulls on the encoder.
+    loss, parts = vae_loss(vae, frames, key, kl_tolerance=0.0, beta=2.0)
+    np.testing.assert_allclose(loss, parts["recon"] + 2.0 * parts["kl"], rtol=1e-6)
+    assert float(jnp.abs(kl_grad(0.0)).max()) > 1e-6
+
+
+def test_overfits_a_few_frames():
+    vae = ConvVAE(8, key=jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    frames = np.zeros((4, 64, 64, 3), np.float32)
+    for i, frame in enumerate(frames):  # flat colour blocks, like game frames
+        frame[:, :] = rng.uniform(size=3)
+        frame[8 * i : 8 * i + 24, 10:40] = rng.uniform(size=3)
+    frames = jnp.asarray(frames)
+    optimiser = optax.adam(1e-3)
+    opt_state = optimiser.init(eqx.filter(vae, eqx.is_array))
+
+    @eqx.filter_jit
+    def step(model, opt_state, key):
+        loss, grads = eqx.filter_value_and_grad(lambda m: vae_loss(m, frames, key)[0])(
+            model
+        )
+        updates, opt_state = optimiser.update(grads, opt_state, model)
+        return eqx.apply_updates(model, updates), opt_state, loss
+
+    losses = []
+    for i in range(80):
+        vae, opt_state, loss = step(vae, opt_state, jax.random.PRNGKey(i))
+        losses.append(float(loss))
+    assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
+
+
+def test_encode_frames_batches_like_one_call():
+    vae = ConvVAE(8, key=jax.random.PRNGKey(0))
+    frames = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    mu, logvar = encode_frames(vae, frames, batch_size=2)  # 2 + 2 + padded 1
+    assert mu.shape == logvar.shape == (5, 8) and mu.dtype == np.float32
+    direct = jax.vmap(vae.encode)(jnp.asarray(frames, jnp.float32) / 255.0)
+    np.testing.assert_allclose(mu, direct[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logvar, direct[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        encode_frames(vae, frames.astype(np.float32))
+
+
+# ------------------------------------------------------------ training on a run dir
+
+
+def _make_run(run_dir, steps=6, **vae_overrides):
+    overrides = [
+        f"vae.steps={steps}",
+        "vae.checkpoint_every=3",
+        "vae.eval_every=3",
+        "vae.batch_size=8",
+        "vae.val_fraction=0.34",
+    ]
+    overrides += [f"vae.{k}={v}" for k, v in vae_overrides.items()]
+    init_run(run_dir, make_config("smoke", overrides=overrides))
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        length = 9 + i
+        save_episode(
+            run_dir / "data" / "round0" / "brownian" / f"ep{i:03d}.npz",
+            {
+                "obs": rng.integers(0, 256, (length + 1, 64, 64, 3), dtype=np.uint8),
+                "actions": rng.uniform(-1, 1, (length, 3)).astype(np.float32),
+                "rewards": rng.normal(size=length).astype(np.float32),
+                "terminated": np.zeros(length, bool),
+                "truncated": np.eye(1, length, length - 1, dtype=bool)[0],
+                "env_id": "CarRacing-v3",
+                "policy": "brownian",
+                "seed": i,
+            },
+        )
+    return run_dir
+
+
+def _params(model):
+    return jax.tree.leaves(eqx.filter(model, eqx.is_array))
+
+
+def test_interrupted_then_resumed_training_matches_uninterrupted(tmp_path):
+    whole = _make_run(tmp_path / "whole")
+    parts = _make_run(tmp_path / "parts")
+    train_vae(whole, progress=False)
+    train_vae(parts, stop_after=5, progress=False)  # "killed" after step 5: ckpt at 3
+    train_vae(parts, progress=False)
+    for a, b in zip(_params(load_vae(whole)), _params(load_vae(parts))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    rows = [json.loads(line) for line in (parts / "vae" / "metrics.jsonl").open()]
+    assert [row["step"] for row in rows] == [3, 6]
+    assert (parts / "vae" / "reconstructions.png").exists()
+    assert (parts / "vae" / "loss_curves.png").exists()
+
+
+def test_mismatched_and_corrupt_checkpoints_raise(tmp_path):
+    run = _make_run(tmp_path / "run", steps=3)
+    train_vae(run, progress=False)
+    config = json.loads((run / "config.json").read_text())
+    config["vae"]["learning_rate"] = 0.5
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="another config"):
+        train_vae(run, progress=False)
+    config["vae"]["learning_rate"] = 1e-4
+    (run / "config.json").write_text(json.dumps(config))
+    step_dir = run / "vae" / "ckpt" / "3"
+    for path in step_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+            path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=re.escape(str(run / "vae" / "ckpt"))):
+        load_vae(run)
+
+
+def test_divergence_stops_with_the_step(tmp_path):
+    run = _make_run(tmp_path / "run", steps=6, learning_rate=1e30)
+    with pytest.raises(TrainingDiverged, match=r"at step \d"):
+        train_vae(run, progress=False)
+
+
+def test_process_data_mirrors_data_and_is_idempotent(tmp_path):
+    run = _make_run(tmp_path / "run", steps=3)
+    train_vae(run, progress=False)
+    assert encode_run(run, batch_size=4, progress=False) == 3
+    latents = list_episodes(run / "latents")
+    assert [p.relative_to(run / "latents") for p in latents] == [
+        p.relative_to(run / "data") for p in list_episodes(run / "data")
+    ]
+    first = load_latents(latents[0])
+    assert first["mu"].shape == first["logvar"].shape == (10, 8)  # T + 1 frames, Z = 8
+    mtimes = [p.stat().st_mtime_ns for p in latents]
+    assert encode_run(run, batch_size=4, progress=False) == 0
+    assert [p.stat().st_mtime_ns for p in latents] == mtimes
+    latents[1].write_bytes(b"torn")  # a damaged file is rewritten
+    assert encode_run(run, batch_size=4, progress=False) == 1
+    shutil.rmtree(run / "vae")
+    with pytest.raises(CheckpointError):
+        encode_run(run, progress=False)

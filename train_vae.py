@@ -1,0 +1,28 @@
+"""Train the ConvVAE (V) on a run directory's episodes; re-running resumes.
+
+uv run python train_vae.py --run runs/NAME [--fresh]
+"""
+
+import argparse
+
+from world_models.vae_training import train_vae
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Train V on DIR/data; resumable.")
+    parser.add_argument(
+        "--run", required=True, help="run directory (holds config.json)"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard DIR/vae (checkpoints, logs) and start over",
+    )
+    args = parser.parse_args()
+    result = train_vae(args.run, fresh=args.fresh)
+    if result:
+        print(f"validation: recon {result['recon']:.2f}  KL {result['kl']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
