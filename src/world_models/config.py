@@ -199,7 +199,7 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
             "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
                         checkpoint_every=500),
             "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=20, real_eval_episodes=4),
+                          real_eval_every=20, real_eval_episodes=4, chunk_size=256),
             "eval": dict(episodes=20, max_steps=1000),
             "pipeline": dict(on_policy_episodes=8),
         }

@@ -1,0 +1,264 @@
+"""Dream throughput: agent-steps/s of the vmapped CMA-ES dream, in one run.
+
+    uv run python benchmarks/dream.py [--horizon 100 --repeats 3 --generation-horizon 0]
+
+Sections (paper-sized M: z 32, LSTM 256, 5 mixtures per dimension; linear controller):
+  batch       agent-steps/s of Dream.evaluate over batch sizes (candidates x 16
+              rollouts), plus chunked variants of the largest batch (lax.map)
+  generation  wall time of one whole generation (ask, dream, tell under one jit) at the
+              quick (64 x 16) and full (256 x 16) settings
+  loop        the same population dreamed by a Python loop over candidates (each a
+              jitted vmap over its rollouts) against the one vmapped call: the ratio
+Compile time (first call) is reported apart from the steady state (median of repeats,
+block_until_ready). Results go to benchmarks/results/dream.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from world_models.config import make_config
+from world_models.controller import controller_to_flat, make_controller
+from world_models.dream import Dream, make_dream
+from world_models.envs import get_spec, step_limit
+from world_models.evolve import initial_search, make_strategy, run_generations
+from world_models.mdnrnn import rnn_from_config
+
+RESULTS = Path(__file__).parent / "results" / "dream.json"
+ROLLOUTS = 16
+
+
+def _dream(preset: str, horizon: int) -> Dream:
+    config = make_config(preset)
+    rnn = rnn_from_config(config, key=jax.random.key(0))
+    # Keep random dreams alive: the benchmark times full-length scans either way.
+    rnn = eqx.tree_at(lambda m: m.head.bias, rnn, rnn.head.bias.at[-1].set(-50.0))
+    z = config.vae.z_dim
+    starts = (
+        np.random.default_rng(0).normal(size=(100, z)).astype(np.float32),
+        np.full((100, z), -2.0, np.float32),
+    )
+    template = make_controller(config, key=jax.random.key(1))
+    return make_dream(
+        rnn,
+        starts,
+        template,
+        get_spec(config.env_id),
+        horizon,
+        config.dream.temperature,
+    )
+
+
+def _population(dream: Dream, size: int) -> jax.Array:
+    dim = controller_to_flat(dream.template).size
+    return 0.1 * jax.random.normal(jax.random.key(2), (size, dim))
+
+
+def _time(fn, repeats: int) -> tuple[float, float]:
+    """(first call incl. compile, median steady call) in seconds."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+@eqx.filter_jit
+def _evaluate(dream: Dream, population, key, rollouts: int, chunk_size: int):
+    return dream.evaluate(population, key, rollouts, chunk_size)[0]
+
+
+@eqx.filter_jit
+def _one_candidate(dream: Dream, params, key, rollouts: int):
+    return dream.evaluate(params[None], key, rollouts)[0]
+
+
+def bench_batches(
+    batches: list[int], chunks: list[int], horizon: int, repeats: int
+) -> list[dict]:
+    dream, rows = _dream("full", horizon), []
+    key = jax.random.key(3)
+    variants = [(b, 0) for b in batches] + [(batches[-1], c) for c in chunks]
+    for batch, chunk in variants:
+        population = _population(dream, batch // ROLLOUTS)
+        compile_s, steady_s = _time(
+            lambda: _evaluate(dream, population, key, ROLLOUTS, chunk), repeats
+        )
+        rows.append(
+            dict(
+                batch=batch,
+                chunk_size=chunk,
+                compile_s=compile_s,
+                steady_s=steady_s,
+                agent_steps_per_s=batch * horizon / steady_s,
+            )
+        )
+        print(
+            f"batch {batch:6d} chunk {chunk:5d}: {rows[-1]['agent_steps_per_s']:10.0f} "
+            f"agent-steps/s (first call {compile_s:.1f} s)",
+            flush=True,
+        )
+    return rows
+
+
+def bench_generations(horizon: int, repeats: int) -> list[dict]:
+    rows = []
+    for preset in ("quick", "full"):
+        config = make_config(preset)
+        steps = horizon or step_limit(get_spec(config.env_id), config.dream.max_steps)
+        dream = _dream(preset, steps)
+        mean = jnp.zeros_like(controller_to_flat(dream.template))
+        es, es_params = make_strategy(config, mean.size)
+        state = initial_search(es, es_params, mean, 0)["es_state"]
+        settings = config.dream
+
+        def one_generation():
+            return run_generations(
+                dream,
+                es,
+                es_params,
+                state,
+                jax.random.key(0),
+                jnp.asarray(0),
+                1,
+                settings.rollouts,
+                settings.chunk_size,
+            )
+
+        compile_s, steady_s = _time(one_generation, repeats)
+        batch = settings.population * settings.rollouts
+        rows.append(
+            dict(
+                preset=preset,
+                population=settings.population,
+                rollouts=settings.rollouts,
+                horizon=steps,
+                compile_s=compile_s,
+                generation_s=steady_s,
+                agent_steps_per_s=batch * steps / steady_s,
+            )
+        )
+        print(
+            f"{preset}: one generation {settings.population}x{settings.rollouts} "
+            f"x {steps} steps: {steady_s:.2f} s (first call {compile_s:.1f} s)",
+            flush=True,
+        )
+    return rows
+
+
+def bench_loop(population: int, horizon: int, repeats: int) -> dict:
+    dream = _dream("full", horizon)
+    candidates = _population(dream, population)
+    key = jax.random.key(4)
+
+    def python_loop():
+        return jnp.stack([_one_candidate(dream, c, key, ROLLOUTS) for c in candidates])
+
+    loop_compile, loop_s = _time(python_loop, repeats)
+    vmap_compile, vmap_s = _time(
+        lambda: _evaluate(dream, candidates, key, ROLLOUTS, 0), repeats
+    )
+    row = dict(
+        population=population,
+        rollouts=ROLLOUTS,
+        horizon=horizon,
+        python_loop_s=loop_s,
+        vmapped_s=vmap_s,
+        speedup=loop_s / vmap_s,
+        python_loop_compile_s=loop_compile,
+        vmapped_compile_s=vmap_compile,
+    )
+    print(
+        f"python loop over {population} candidates: {loop_s:.2f} s, vmapped: "
+        f"{vmap_s:.2f} s -> {row['speedup']:.1f}x",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=100,
+        help="dream steps for the batch and loop sections",
+    )
+    parser.add_argument(
+        "--generation-horizon",
+        type=int,
+        default=0,
+        help="dream steps of the generation section (0: the preset's)",
+    )
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=[64, 256, 1024, 4096, 16384]
+    )
+    parser.add_argument("--chunks", type=int, nargs="*", default=[1024, 4096])
+    parser.add_argument("--loop-population", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    device = jax.devices()[0]
+    print(
+        f"device: {device.device_kind} ({jax.default_backend()}), "
+        f"{platform.processor() or platform.machine()}"
+    )
+    results = dict(
+        device=device.device_kind,
+        backend=jax.default_backend(),
+        machine=platform.machine(),
+        horizon=args.horizon,
+        batch=bench_batches(args.batches, args.chunks, args.horizon, args.repeats),
+        loop=bench_loop(args.loop_population, args.horizon, args.repeats),
+        generation=bench_generations(args.generation_horizon, args.repeats),
+    )
+    print("\n| batch | chunk | agent-steps/s | first call (s) |\n|---|---|---|---|")
+    for row in results["batch"]:
+        print(
+            f"| {row['batch']} | {row['chunk_size'] or '-'} | "
+            f"{row['agent_steps_per_s']:,.0f} | {row['compile_s']:.1f} |"
+        )
+    print(
+        "\n| setting | population x rollouts | horizon | generation (s) | "
+        "agent-steps/s |\n|---|---|---|---|---|"
+    )
+    for row in results["generation"]:
+        print(
+            f"| {row['preset']} | {row['population']}x{row['rollouts']} | "
+            f"{row['horizon']} | {row['generation_s']:.2f} | "
+            f"{row['agent_steps_per_s']:,.0f} |"
+        )
+    loop = results["loop"]
+    print(
+        f"\nvmapped population vs Python loop over {loop['population']} candidates: "
+        f"{loop['speedup']:.1f}x ({loop['vmapped_s']:.2f} s vs "
+        f"{loop['python_loop_s']:.2f} s)"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    name = (
+        RESULTS
+        if results["backend"] == "cpu"
+        else RESULTS.with_name(f"dream_{results['backend']}.json")
+    )
+    name.write_text(json.dumps(results, indent=2))
+    print(f"wrote {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The V+M+C agent acting in the real environment, as a collection/evaluation policy.
+
+Each step mirrors one dream step exactly: the frame is encoded by V, z is drawn from V's
+posterior (the dream's start latents are posterior draws and M was trained on such
+draws, so the controller always sees the same kind of z), the action is C([z, h]) with h
+M's hidden state BEFORE stepping, then M steps on (z, action) — the action actually sent
+to the env, which differs from C's only when exploration noise is on. The posterior
+noise of step t comes from ``latent_key(seed, t)``: an episode replays from its seed.
+
+Registered policies (``policies.make_policy``):
+  agent      kwargs run_dir, controller ("best" | "mean" | "zero") or params (flat)
+  on_policy  the same plus exploration: Gaussian noise of std ``noise`` on continuous
+             actions (clipped to the head's range), epsilon-random with eps=``noise``
+             on discrete actions.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+
+from world_models.config import Config, load_run_config
+from world_models.controller import (
+    Controller,
+    act,
+    action_bounds,
+    controller_from_flat,
+    make_controller,
+    zero_controller,
+)
+from world_models.envs import EnvSpec, get_spec
+from world_models.mdnrnn import MDNRNN, MDNOutput, action_to_input, load_rnn
+from world_models.policies import register_policy
+from world_models.vae import ConvVAE, frames_to_float, load_vae
+
+CONTROLLER_SOURCES = ("best", "mean", "zero")
+
+
+def latent_key(seed: int, step: int | Array) -> PRNGKeyArray:
+    """The key of the posterior draw at ``step`` of the episode seeded ``seed``."""
+    return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def sample_posterior(mu: Array, logvar: Array, key: PRNGKeyArray) -> Array:
+    return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+
+
+@eqx.filter_jit
+def _perceive_and_act(
+    vae: ConvVAE,
+    controller: Controller,
+    h: Array,
+    frame: Array,
+    key: PRNGKeyArray,
+    spec: EnvSpec,
+) -> tuple[Array, Array]:
+    mu, logvar = vae.encode(frames_to_float(frame))
+    z = sample_posterior(mu, logvar, key)
+    return z, act(controller, z, h, spec)
+
+
+@eqx.filter_jit
+def _remember(
+    rnn: MDNRNN, state: tuple[Array, Array], z: Array, action: Array, spec: EnvSpec
+) -> tuple[tuple[Array, Array], MDNOutput]:
+    return rnn.step(state, z, action_to_input(action, spec))
+
+
+class Agent:
+    """V+M+C with optional exploration noise; follows the ``policies.Policy`` protocol.
+
+    After each ``act``, ``last_z`` and ``last_output`` (M's prediction of the next z,
+    this step's reward and termination) are available for visualisation.
+    """
+
+    def __init__(
+        self,
+        vae: ConvVAE,
+        rnn: MDNRNN,
+        controller: Controller,
+        spec: EnvSpec,
+        noise: float = 0.0,
+    ):
+        if noise < 0:
+            raise ValueError(f"exploration noise must be >= 0, got {noise}")
+        self.vae, self.rnn, self.controller, self.spec = vae, rnn, controller, spec
+        self.noise = float(noise)
+        if not spec.discrete:
+            self.low, self.high = action_bounds(spec)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.step_index = 0
+        self.state = self.rnn.initial_state()
+        self.rng = np.random.default_rng(seed)
+        self.last_z: np.ndarray | None = None
+        self.last_output: MDNOutput | None = None
+
+    def _explore(self, action: np.ndarray) -> np.ndarray | int:
+        if self.spec.discrete:
+            if self.noise > 0 and self.rng.random() < self.noise:
+                return int(self.rng.integers(self.spec.action_size))
+            return int(action)
+        if self.noise > 0:
+            action = action + self.noise * self.rng.standard_normal(action.shape)
+        return np.clip(action, self.low, self.high).astype(np.float32)
+
+    def act(
+        self, frame: np.ndarray, raw_obs: np.ndarray | None = None
+    ) -> np.ndarray | int:
+        key = latent_key(self.seed, self.step_index)
+        z, action = _perceive_and_act(
+            self.vae, self.controller, self.state[0], jnp.asarray(frame), key, self.spec
+        )
+        taken = self._explore(np.asarray(action))
+        self.state, self.last_output = _remember(
+            self.rnn, self.state, z, jnp.asarray(taken), self.spec
+        )
+        self.last_z = np.asarray(z)
+        self.step_index += 1
+        return taken
+
+
+@functools.lru_cache(maxsize=2)
+def _load_models(run_dir: str) -> tuple[Config, ConvVAE, MDNRNN]:
+    return load_run_config(run_dir), load_vae(run_dir), load_rnn(run_dir)
+
+
+def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Controller:
+    """The controller of ``run_dir``: the best by real score, the CMA mean, or zeros."""
+    if source not in CONTROLLER_SOURCES:
+        raise ValueError(
+            f"unknown controller source {source!r}; known: {CONTROLLER_SOURCES}"
+        )
+    config = load_run_config(run_dir)
+    template = make_controller(config, key=jax.random.key(0))
+    if source == "zero":
+        return zero_controller(template)
+    from world_models.evolve import load_search  # evolve imports this module
+
+    search = load_search(run_dir, config)
+    flat = search["best_params"] if source == "best" else search["es_state"].mean
+    return controller_from_flat(template, jnp.asarray(flat))
+
+
+def make_agent(
+    env_id: str,
+    run_dir: str,
+    controller: str = "best",
+    params: Sequence[float] | None = None,
+    noise: float = 0.0,
+) -> Agent:
+    """V and M of ``run_dir`` with the ``controller`` source, or flat ``params``.
+
+    ``params`` is a tuple of floats when sent to the worker pool (kwargs are hashed).
+    """
+    run_dir = str(Path(run_dir))
+    config, vae, rnn = _load_models(run_dir)
+    if config.env_id != env_id:
+        raise ValueError(f"{run_dir} was trained on {config.env_id}, not {env_id}")
+    if params is not None:
+        template = make_controller(config, key=jax.random.key(0))
+        policy_controller = controller_from_flat(
+            template, jnp.asarray(params, jnp.float32)
+        )
+    else:
+        policy_controller = load_controller(run_dir, controller)
+    return Agent(vae, rnn, policy_controller, get_spec(env_id), noise=noise)
+
+
+def make_on_policy(
+    env_id: str,
+    run_dir: str,
+    noise: float = 0.1,
+    controller: str = "best",
+    params: Sequence[float] | None = None,
+) -> Agent:
+    return make_agent(
+        env_id, run_dir, controller=controller, params=params, noise=noise
+    )
+
+
+register_policy("agent", make_agent)
+register_policy("on_policy", make_on_policy)

@@ -1,0 +1,298 @@
+"""CMA-ES evolution of the controller inside M's dream, selected by real-env checks.
+
+One generation — ask, the population x rollouts dream, tell — is traced once; a block of
+generations between two real checks is one ``lax.scan`` under one jit, so the generation
+loop runs with no per-step Python. Generation g uses the key ``fold_in(seed, g)``, so a
+resumed search replays exactly what an uninterrupted one would have done.
+
+Every ``real_eval_every`` generations (and at the last) the CMA mean plays
+``real_eval_episodes`` seeded episodes of the real env on the worker pool; the
+controller kept as best is the one with the best REAL mean return, never the best dream
+sample.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from evosax.algorithms import CMA_ES
+from jaxtyping import Array, PRNGKeyArray
+from tqdm import tqdm
+
+import world_models.agent  # noqa: F401  registers the "agent" policy the checks play
+from world_models.checkpoint import Checkpointer
+from world_models.config import Config, load_run_config
+from world_models.controller import controller_to_flat, make_controller, num_parameters
+from world_models.dream import Dream, load_dream_starts, make_dream
+from world_models.envs import get_spec, step_limit
+from world_models.logs import MetricsLogger, plot_curves
+from world_models.mdnrnn import load_rnn
+
+# Real checks use their own seeds: never the collection seeds (collect.seed + i) nor the
+# test seeds (eval.seed + i), so selection cannot overfit the test tracks.
+SELECTION_SEED = 1_000_000
+DREAM_ESTIMATE_ROLLOUTS = 64  # dreams behind the dream's estimate at a real check
+
+
+def make_strategy(config: Config, num_params: int) -> tuple[CMA_ES, Any]:
+    """evosax CMA-ES over flat controller vectors, with σ0 from the config."""
+    es = CMA_ES(
+        population_size=config.dream.population,
+        solution=jnp.zeros(num_params, jnp.float32),
+    )
+    es_params = es.default_params.replace(std_init=jnp.asarray(config.dream.sigma0))
+    return es, es_params
+
+
+def _arrays(tree: Any) -> Any:
+    """Python scalars of evosax's fresh state as arrays, so checkpoints keep them."""
+    return jax.tree.map(jnp.asarray, tree)
+
+
+def initial_search(
+    es: CMA_ES, es_params: Any, mean: Array, seed: int
+) -> dict[str, Any]:
+    es_state = es.init(jax.random.key(seed), mean, es_params)
+    return _arrays(
+        dict(
+            es_state=es_state,
+            generation=0,
+            best_params=mean,
+            best_real_score=-jnp.inf,
+            best_generation=-1,
+        )
+    )
+
+
+@eqx.filter_jit
+def run_generations(
+    dream: Dream,
+    es: CMA_ES,
+    es_params: Any,
+    es_state: Any,
+    root_key: PRNGKeyArray,
+    first_generation: Array,
+    count: int,
+    rollouts: int,
+    chunk_size: int,
+) -> tuple[Any, dict[str, Array]]:
+    """``count`` generations from ``first_generation``; metrics stacked per one."""
+
+    def generation(state, index):
+        ask_key, dream_key, tell_key = jax.random.split(
+            jax.random.fold_in(root_key, index), 3
+        )
+        population, state = es.ask(ask_key, state, es_params)
+        returns, lengths = dream.evaluate(population, dream_key, rollouts, chunk_size)
+        fitness = returns.mean(axis=1)
+        state, _ = es.tell(
+            tell_key, population, -fitness, state, es_params
+        )  # minimises
+        return state, dict(
+            dream_best=fitness.max(),
+            dream_mean=fitness.mean(),
+            dream_worst=fitness.min(),
+            dream_length=lengths.mean(),
+            sigma=state.std,
+        )
+
+    indices = first_generation + jnp.arange(count)
+    return jax.lax.scan(generation, es_state, indices)
+
+
+@eqx.filter_jit
+def dream_estimate(
+    dream: Dream, params: Array, key: PRNGKeyArray, rollouts: int
+) -> tuple[Array, Array]:
+    """Mean and std of one controller's dream return over ``rollouts`` dreams."""
+    returns, _ = dream.evaluate(params[None], key, rollouts)
+    return returns.mean(), returns.std()
+
+
+def checkpoint_config(config: Config) -> dict[str, Any]:
+    """What a resumed search shares with the saved one (not its length or checks)."""
+    dream = config.to_dict()["dream"]
+    for key in ("generations", "real_eval_every", "real_eval_episodes"):
+        dream.pop(key)
+    return dict(
+        dream,
+        env_id=config.env_id,
+        z_dim=config.vae.z_dim,
+        hidden_size=config.rnn.hidden_size,
+    )
+
+
+def _search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
+    template = make_controller(config, key=jax.random.key(config.dream.seed))
+    es, es_params = make_strategy(config, num_parameters(template))
+    mean = jnp.zeros_like(controller_to_flat(template))
+    return es, es_params, initial_search(es, es_params, mean, config.dream.seed)
+
+
+def load_search(
+    run_dir: str | os.PathLike, config: Config | None = None
+) -> dict[str, Any]:
+    """The latest saved search of ``run_dir``: es_state, generation, best_params, ..."""
+    config = load_run_config(run_dir) if config is None else config
+    _, _, template = _search_template(config)
+    checkpointer = Checkpointer(
+        Path(run_dir) / "dream" / "ckpt", checkpoint_config(config)
+    )
+    try:
+        return checkpointer.restore(template)
+    finally:
+        checkpointer.close()
+
+
+def real_check(
+    run_dir: str | os.PathLike, config: Config, params: np.ndarray, workers: int
+) -> list[dict]:
+    """Real-env episodes of the controller ``params`` on the selection seeds."""
+    from world_models.rollouts import evaluate
+
+    spec = get_spec(config.env_id)
+    seeds = [SELECTION_SEED + i for i in range(config.dream.real_eval_episodes)]
+    return evaluate(
+        config.env_id,
+        "agent",
+        seeds,
+        workers,
+        step_limit(spec, config.eval.max_steps),
+        policy_kwargs=dict(
+            run_dir=str(run_dir), params=tuple(np.asarray(params).tolist())
+        ),
+    )
+
+
+def evolve(
+    run_dir: str | os.PathLike,
+    total_generations: int | None = None,
+    workers: int | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the dream search of ``run_dir`` up to ``total_generations``
+    (default dream.generations); outputs go to ``run_dir``/dream.
+
+    A later pipeline round continues the saved search (its M has been retrained) by
+    asking for more generations. ``fresh`` discards the saved search and starts over.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    settings = config.dream
+    spec = get_spec(config.env_id)
+    workers = config.eval.workers if workers is None else workers
+    out_dir = run_dir / "dream"
+
+    es, es_params, search = _search_template(config)
+    template = make_controller(config, key=jax.random.key(settings.seed))
+    dream = make_dream(
+        load_rnn(run_dir),
+        load_dream_starts(run_dir),
+        template,
+        spec,
+        horizon=step_limit(spec, settings.max_steps),
+        temperature=settings.temperature,
+    )
+    if fresh:
+        shutil.rmtree(out_dir / "ckpt", ignore_errors=True)
+    checkpointer = Checkpointer(out_dir / "ckpt", checkpoint_config(config))
+    logger = MetricsLogger(out_dir)
+    if checkpointer.latest_step() is not None:
+        search = checkpointer.restore(search)
+    logger.truncate_after(int(search["generation"]))
+    root_key = jax.random.key(settings.seed)
+    generation = int(search["generation"])
+    total = settings.generations if total_generations is None else total_generations
+    bar = tqdm(
+        total=total, initial=generation, desc="dream generations", disable=not progress
+    )
+    try:
+        while generation < total:
+            count = min(
+                settings.real_eval_every - generation % settings.real_eval_every,
+                total - generation,
+            )
+            es_state, metrics = run_generations(
+                dream,
+                es,
+                es_params,
+                search["es_state"],
+                root_key,
+                jnp.asarray(generation),
+                count,
+                settings.rollouts,
+                settings.chunk_size,
+            )
+            metrics = jax.device_get(metrics)
+            for offset in range(count):
+                logger.log(
+                    generation + offset + 1,
+                    **{name: values[offset] for name, values in metrics.items()},
+                )
+            generation += count
+            search = dict(search, es_state=es_state, generation=jnp.asarray(generation))
+            search = _check_in_reality(run_dir, config, dream, search, logger, workers)
+            checkpointer.save(generation, search)
+            plot_curves(
+                logger.path,
+                ["dream_best", "dream_mean", "dream_estimate", "real_score"],
+                out_dir / "curves.png",
+                title=f"{config.env_id}: dream vs real",
+            )
+            bar.update(count)
+            bar.set_postfix(
+                dream_best=float(metrics["dream_best"][-1]),
+                best_real=float(search["best_real_score"]),
+            )
+    finally:
+        bar.close()
+        logger.close()
+        checkpointer.close()
+    return dict(
+        generation=generation,
+        best_real_score=float(search["best_real_score"]),
+        best_generation=int(search["best_generation"]),
+    )
+
+
+def _check_in_reality(
+    run_dir: Path,
+    config: Config,
+    dream: Dream,
+    search: dict,
+    logger: MetricsLogger,
+    workers: int,
+) -> dict:
+    generation = int(search["generation"])
+    mean = search["es_state"].mean
+    episodes = real_check(run_dir, config, np.asarray(mean), workers)
+    returns = np.array([episode["return"] for episode in episodes], np.float64)
+    estimate, estimate_std = dream_estimate(
+        dream,
+        mean,
+        jax.random.fold_in(jax.random.key(config.dream.seed + 1), generation),
+        DREAM_ESTIMATE_ROLLOUTS,
+    )
+    logger.log(
+        generation,
+        real_score=returns.mean(),
+        real_std=returns.std(),
+        dream_estimate=estimate,
+        dream_estimate_std=estimate_std,
+    )
+    if returns.mean() > float(search["best_real_score"]):
+        search = dict(
+            search,
+            best_params=mean,
+            best_real_score=jnp.asarray(returns.mean(), jnp.float32),
+            best_generation=jnp.asarray(generation),
+        )
+    return search

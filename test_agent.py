@@ -1,0 +1,77 @@
+"""Score a policy in the real env over seeded episodes: ``test_agent.py --run DIR``.
+
+Plays the V+M+C agent (default), the zero controller, or any collection policy on seeds
+S..S+N-1 and writes DIR/eval/NAME.json; ``--video`` also records chosen episodes.
+"""
+
+import argparse
+
+from world_models.evaluate import (
+    ZERO_CONTROLLER,
+    evaluate_run,
+    format_score,
+    record_video,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", required=True, help="run directory")
+    parser.add_argument(
+        "--episodes", type=int, default=None, help="episodes (default: eval.episodes)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="first seed (default: eval.seed)"
+    )
+    parser.add_argument(
+        "--policy",
+        default="agent",
+        help="agent, on_policy, zero or any collection policy (brownian, ...)",
+    )
+    parser.add_argument(
+        "--zero-controller",
+        action="store_true",
+        help="the agent with all controller parameters zero",
+    )
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="episode cap (default: eval.max_steps; 0: env limit)",
+    )
+    parser.add_argument(
+        "--video",
+        action="store_true",
+        help="also record real | V reconstruction | M prediction",
+    )
+    parser.add_argument(
+        "--video-seeds",
+        type=int,
+        nargs="*",
+        default=None,
+        help="seeds to record (default: the first seed)",
+    )
+    parser.add_argument("--video-format", choices=("mp4", "gif"), default="mp4")
+    args = parser.parse_args()
+    policy = ZERO_CONTROLLER if args.zero_controller else args.policy
+    report = evaluate_run(
+        args.run,
+        policy=policy,
+        episodes=args.episodes,
+        seed=args.seed,
+        workers=args.workers,
+        max_steps=args.max_steps,
+    )
+    print(format_score(report))
+    if args.video:
+        seeds = args.video_seeds or [report["results"][0]["seed"]]
+        for seed in seeds:
+            path = record_video(
+                args.run, seed, policy, args.max_steps, video_format=args.video_format
+            )
+            print(f"video: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tiny_run import make_tiny_run
+
+from world_models.agent import Agent, latent_key, load_controller, sample_posterior
+from world_models.config import init_run, make_config
+from world_models.controller import action_bounds, controller_to_flat, make_controller
+from world_models.envs import get_spec
+from world_models.evaluate import (
+    evaluate_run,
+    record_video,
+    render_frames,
+    world_model_panels,
+)
+from world_models.evolve import SELECTION_SEED, evolve, load_search
+from world_models.logs import read_metrics
+from world_models.mdnrnn import action_to_input, rnn_from_config
+from world_models.rollouts import evaluate, play_episode
+from world_models.vae import ConvVAE, encode_frames
+
+STEPS = 12
+
+
+@functools.cache
+def _vae(z_dim):  # building the paper-sized ConvVAE is slow on a shared CPU: once
+    return ConvVAE(z_dim, key=jax.random.key(0))
+
+
+def _agent(env_id="CarRacing-v3", noise=0.0, scale=1.0):
+    config = make_config("smoke", env_id=env_id)
+    vae = _vae(config.vae.z_dim)
+    rnn = rnn_from_config(config, key=jax.random.key(1))
+    controller = make_controller(config, key=jax.random.key(2))
+    controller = jax.tree.map(lambda x: scale * x, controller)
+    return Agent(vae, rnn, controller, get_spec(env_id), noise=noise)
+
+
+@pytest.fixture(scope="module")
+def car_episode():
+    agent = _agent(scale=5.0)
+    return agent, play_episode("CarRacing-v3", agent, seed=3, max_steps=STEPS)
+
+
+def test_seeded_agent_episodes_reproduce_exactly(car_episode):
+    agent, episode = car_episode
+    again = play_episode("CarRacing-v3", agent, seed=3, max_steps=STEPS)
+    np.testing.assert_array_equal(episode["actions"], again["actions"])
+    np.testing.assert_array_equal(episode["rewards"], again["rewards"])
+    other = play_episode("CarRacing-v3", agent, seed=4, max_steps=STEPS)
+    assert not np.array_equal(episode["actions"], other["actions"])
+
+
+def test_agent_steps_m_exactly_as_the_dream(car_episode):
+    agent, _ = car_episode
+    episode = play_episode("CarRacing-v3", agent, seed=3, max_steps=STEPS)
+    frames = episode["obs"][:-1]
+    mu, logvar = encode_frames(agent.vae, frames)
+    state = agent.rnn.initial_state()
+    for t, frame in enumerate(frames):
+        z = sample_posterior(
+            jnp.asarray(mu[t]), jnp.asarray(logvar[t]), latent_key(3, t)
+        )
+        expected = np.asarray(
+            agent.controller(jnp.concatenate([z, state[0]]))
+        )  # C sees h before M steps
+        steer, gas = np.tanh(expected[0]), (np.tanh(expected[1]) + 1) / 2
+        np.testing.assert_allclose(episode["actions"][t][:2], [steer, gas], atol=1e-4)
+        state, _ = agent.rnn.step(
+            state, z, action_to_input(episode["actions"][t], agent.spec)
+        )
+    np.testing.assert_allclose(agent.state[0], state[0], atol=1e-4)
+
+
+def test_on_policy_noise_stays_in_range_and_is_seeded():
+    noisy = _agent(noise=0.5)
+    episode = play_episode("CarRacing-v3", noisy, seed=5, max_steps=STEPS)
+    low, high = action_bounds(get_spec("CarRacing-v3"))
+    assert np.all(episode["actions"] >= low) and np.all(episode["actions"] <= high)
+    again = play_episode("CarRacing-v3", noisy, seed=5, max_steps=STEPS)
+    np.testing.assert_array_equal(episode["actions"], again["actions"])
+    plain = play_episode("CarRacing-v3", _agent(), seed=5, max_steps=STEPS)
+    assert not np.allclose(episode["actions"], plain["actions"])
+
+
+def test_discrete_agent_explores_with_epsilon():
+    agent = _agent("LunarLander-v3", noise=1.0)  # always random
+    episode = play_episode("LunarLander-v3", agent, seed=0, max_steps=40)
+    assert episode["actions"].dtype == np.int32
+    assert set(episode["actions"].tolist()) <= set(range(4))
+    assert len(set(episode["actions"].tolist())) > 1
+
+
+def test_pool_evaluation_reproduces_seeds_and_writes_a_report(tmp_path):
+    init_run(tmp_path, make_config("smoke"))
+    report = evaluate_run(
+        tmp_path,
+        policy="brownian",
+        episodes=2,
+        seed=7,
+        workers=2,
+        max_steps=STEPS,
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "eval" / "brownian.json").read_text())
+    assert saved["mean"] == pytest.approx(report["mean"])
+    assert [r["seed"] for r in saved["results"]] == [7, 8]
+    returns = [r["return"] for r in saved["results"]]
+    assert saved["mean"] == pytest.approx(np.mean(returns))
+    assert saved["std"] == pytest.approx(np.std(returns))
+    assert saved["min"] == min(returns) and saved["max"] == max(returns)
+    in_process = [
+        play_episode("CarRacing-v3", "brownian", s, STEPS)["rewards"].sum()
+        for s in (7, 8)
+    ]
+    np.testing.assert_allclose(returns, in_process, rtol=0, atol=1e-4)
+    single_worker = evaluate(
+        "CarRacing-v3", "brownian", [7, 8], 1, STEPS, progress=False
+    )
+    assert [r["return"] for r in single_worker] == returns
+
+
+def test_video_frames_show_three_panels_per_step(car_episode):
+    agent, episode = car_episode
+    panels = world_model_panels(agent.vae, agent.rnn, episode, seed=3)
+    frames = render_frames(episode, panels)
+    assert len(frames) == len(episode["rewards"])
+    assert frames[0].shape == (256 + 20, 3 * 256, 3)
+    assert panels["prediction"].shape == (len(frames), 64, 64, 3)
+    assert np.all(panels["prediction"][0] == 0)  # nothing predicted before step 0
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("run"))
+
+
+def test_evolve_end_to_end_then_resume(tiny_run):
+    summary = evolve(tiny_run, progress=False)
+    assert summary["generation"] == 2
+    rows = read_metrics(tiny_run / "dream" / "metrics.jsonl")
+    dream_rows = [r for r in rows if "dream_best" in r]
+    real_rows = [r for r in rows if "real_score" in r]
+    assert [r["step"] for r in dream_rows] == [1, 2]
+    assert [r["step"] for r in real_rows] == [2]  # real_eval_every=2
+    best = max(real_rows, key=lambda r: r["real_score"])
+    assert summary["best_real_score"] == pytest.approx(best["real_score"], abs=1e-4)
+    assert summary["best_generation"] == best["step"]
+    assert (tiny_run / "dream" / "curves.png").stat().st_size > 0
+
+    search = load_search(tiny_run)
+    controller = load_controller(tiny_run, "best")
+    np.testing.assert_array_equal(controller_to_flat(controller), search["best_params"])
+    # the kept controller, replayed on the selection seed, scores what its check said
+    replay = evaluate_run(
+        tiny_run, policy="agent", episodes=1, seed=SELECTION_SEED, progress=False
+    )
+    assert replay["mean"] == pytest.approx(best["real_score"], abs=1e-4)
+
+    resumed = evolve(tiny_run, total_generations=3, progress=False)
+    assert resumed["generation"] == 3
+    steps = [
+        r["step"]
+        for r in read_metrics(tiny_run / "dream" / "metrics.jsonl")
+        if "dream_best" in r
+    ]
+    assert steps == [1, 2, 3]
+    assert evolve(tiny_run, total_generations=3, progress=False)["generation"] == 3
+
+
+def test_agent_of_a_run_scores_reproducibly_on_the_pool(tiny_run):
+    run_dir = tiny_run
+    first = evaluate_run(run_dir, policy="zero", episodes=2, seed=3, progress=False)
+    second = evaluate_run(
+        run_dir, policy="zero", name="zero_again", episodes=2, seed=3, progress=False
+    )
+    assert [r["return"] for r in first["results"]] == [
+        r["return"] for r in second["results"]
+    ]
+    assert (run_dir / "eval" / "zero.json").exists()
+    assert first["max_steps"] == 10 and all(r["length"] <= 10 for r in first["results"])
+    video = record_video(run_dir, seed=3, policy="zero", video_format="gif")
+    assert video.suffix == ".gif" and video.stat().st_size > 0

@@ -1,0 +1,155 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from handmade_rnn import counter_rnn
+
+from world_models.config import make_config
+from world_models.controller import (
+    LinearController,
+    controller_to_flat,
+    make_controller,
+)
+from world_models.data import save_latents
+from world_models.dream import load_dream_starts, make_dream
+from world_models.envs import get_spec
+from world_models.mdnrnn import rnn_from_config
+
+CAR = get_spec("CarRacing-v3")
+Z = 3
+
+
+def _starts(n=5, z=Z, logvar=0.0):
+    mu = np.arange(n * z, dtype=np.float32).reshape(n, z)
+    return mu, np.full((n, z), logvar, np.float32)
+
+
+def _linear_template(rnn):
+    return LinearController(
+        rnn.z_dim + rnn.hidden_size, CAR.action_size, key=jax.random.key(0)
+    )
+
+
+def _random_dream(horizon=12, temperature=1.0):
+    config = make_config("smoke", overrides=[f"vae.z_dim={Z}"])
+    rnn = rnn_from_config(config, key=jax.random.key(3))
+    template = make_controller(config, key=jax.random.key(4))
+    return make_dream(rnn, _starts(), template, CAR, horizon, temperature)
+
+
+def _population(dream, size, key=5, scale=0.5):
+    dim = controller_to_flat(dream.template).size
+    return scale * jax.random.normal(jax.random.key(key), (size, dim))
+
+
+@pytest.mark.parametrize("done_step", [1, 4, 7])
+def test_nothing_is_counted_after_the_predicted_termination(done_step):
+    rnn = counter_rnn(Z, CAR.action_size, done_step=done_step, reward=1.5)
+    dream = make_dream(
+        rnn, _starts(), _linear_template(rnn), CAR, horizon=20, temperature=1.0
+    )
+    params = controller_to_flat(dream.template)
+    total, length = eqx.filter_jit(dream.rollout)(params, jax.random.key(0))
+    assert int(length) == done_step
+    np.testing.assert_allclose(total, 1.5 * done_step, rtol=1e-6)
+
+
+def test_horizon_caps_a_dream_that_never_terminates():
+    rnn = counter_rnn(Z, CAR.action_size, done_step=50)
+    dream = make_dream(
+        rnn, _starts(), _linear_template(rnn), CAR, horizon=9, temperature=1.0
+    )
+    total, length = dream.rollout(controller_to_flat(dream.template), jax.random.key(0))
+    assert int(length) == 9 and float(total) == pytest.approx(9.0)
+
+
+def test_rollout_is_pure_and_jit_compiles():
+    dream = _random_dream()
+    params = _population(dream, 1)[0]
+    key = jax.random.key(7)
+    eager = dream.rollout(params, key)
+    jitted = eqx.filter_jit(dream.rollout)
+    first, second = jitted(params, key), jitted(params, key)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_allclose(first[0], eager[0], rtol=1e-5, atol=1e-6)
+    other = jitted(params, jax.random.key(8))
+    assert float(other[0]) != float(first[0])
+
+
+@pytest.mark.parametrize("chunk_size", [0, 8, 12])
+def test_vmapped_population_matches_a_python_loop(chunk_size):
+    dream = _random_dream()
+    population = _population(dream, 5)
+    rollouts, key = 4, jax.random.key(11)
+    returns, lengths = eqx.filter_jit(dream.evaluate)(
+        population, key, rollouts, chunk_size
+    )
+    assert returns.shape == (5, rollouts) and lengths.shape == (5, rollouts)
+    keys = jax.random.split(key, rollouts)
+    rollout = eqx.filter_jit(dream.rollout)
+    for c in range(5):
+        for r in range(rollouts):
+            total, length = rollout(population[c], keys[r])
+            np.testing.assert_allclose(returns[c, r], total, rtol=1e-4, atol=1e-5)
+            assert int(lengths[c, r]) == int(length)
+
+
+def test_common_random_numbers_within_a_generation():
+    dream = _random_dream()
+    candidate = _population(dream, 1)[0]
+    population = jnp.stack([candidate, candidate, 2 * candidate])
+    returns, _ = dream.evaluate(population, jax.random.key(0), rollouts=3)
+    np.testing.assert_array_equal(returns[0], returns[1])  # same starts, same noise
+    assert len(set(np.asarray(returns[0]).tolist())) == 3  # rollouts differ
+    assert not np.array_equal(returns[0], returns[2])
+
+
+def test_start_latents_come_from_the_pool():
+    dream = _random_dream()
+    deterministic = make_dream(
+        dream.rnn,
+        _starts(logvar=-80.0),
+        dream.template,
+        CAR,
+        horizon=3,
+        temperature=1.0,
+    )
+    mu = np.asarray(_starts()[0])
+    for seed in range(10):
+        z0 = np.asarray(deterministic.sample_start(jax.random.key(seed)))
+        assert np.any(np.all(np.isclose(mu, z0), axis=1))
+
+
+def test_dream_rejects_mismatched_latents():
+    dream = _random_dream()
+    with pytest.raises(ValueError, match="z_dim"):
+        make_dream(dream.rnn, _starts(z=Z + 1), dream.template, CAR, 5, 1.0)
+
+
+def test_load_dream_starts_reads_first_frames(tmp_path):
+    folder = tmp_path / "latents" / "round1" / "brownian"
+    folder.mkdir(parents=True)
+    mus = []
+    for i in range(3):
+        mu = np.random.default_rng(i).normal(size=(5, Z)).astype(np.float32)
+        mus.append(mu[0])
+        save_latents(
+            folder / f"ep{i}.npz",
+            dict(
+                mu=mu,
+                logvar=np.zeros_like(mu),
+                actions=np.zeros((4, 3), np.float32),
+                rewards=np.zeros(4, np.float32),
+                terminated=np.zeros(4, bool),
+                truncated=np.arange(4) == 3,
+                env_id="CarRacing-v3",
+                policy="brownian",
+                seed=i,
+            ),
+        )
+    mu, logvar = load_dream_starts(tmp_path)
+    np.testing.assert_array_equal(mu, np.stack(mus))
+    assert logvar.shape == (3, Z)
+    with pytest.raises(FileNotFoundError, match="latents"):
+        load_dream_starts(tmp_path / "missing")

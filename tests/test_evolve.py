@@ -1,0 +1,126 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from handmade_rnn import steering_reward_rnn
+
+from world_models.checkpoint import Checkpointer
+from world_models.config import make_config
+from world_models.controller import (
+    act,
+    controller_from_flat,
+    controller_to_flat,
+    make_controller,
+)
+from world_models.dream import make_dream
+from world_models.envs import get_spec
+from world_models.evolve import (
+    checkpoint_config,
+    initial_search,
+    make_strategy,
+    run_generations,
+)
+
+CAR = get_spec("CarRacing-v3")
+Z = 2
+
+
+def _toy_search(population=16, rollouts=2, sigma0=0.5, horizon=4):
+    config = make_config(
+        "smoke",
+        overrides=[
+            f"vae.z_dim={Z}",
+            "rnn.hidden_size=2",
+            "rnn.num_mixtures=1",
+            f"dream.population={population}",
+            f"dream.rollouts={rollouts}",
+            f"dream.sigma0={sigma0}",
+        ],
+    )
+    template = make_controller(config, key=jax.random.key(0))
+    starts = (np.zeros((4, Z), np.float32), np.zeros((4, Z), np.float32))
+    dream = make_dream(steering_reward_rnn(Z), starts, template, CAR, horizon, 1.0)
+    mean = jnp.zeros_like(controller_to_flat(template))
+    es, es_params = make_strategy(config, mean.size)
+    return config, dream, es, es_params, initial_search(es, es_params, mean, seed=0)
+
+
+def test_cma_es_finds_the_action_the_toy_dream_rewards():
+    config, dream, es, es_params, search = _toy_search()
+    es_state, metrics = run_generations(
+        dream,
+        es,
+        es_params,
+        search["es_state"],
+        jax.random.key(1),
+        jnp.asarray(0),
+        40,
+        config.dream.rollouts,
+        0,
+    )
+    controller = controller_from_flat(dream.template, es_state.mean)
+    z = jax.random.normal(jax.random.key(2), (8, Z))
+    h = jax.random.uniform(jax.random.key(3), (8, 2), minval=-1, maxval=1)
+    actions = np.asarray(jax.vmap(lambda z, h: act(controller, z, h, CAR))(z, h))
+    assert np.all(actions[:, 0] > 0.9), actions  # steer right
+    assert np.all(actions[:, 1] < 0.1), actions  # no gas
+    best = np.asarray(metrics["dream_best"])
+    assert best[-1] > best[0] + 0.5  # the zero mean starts near 0 reward per step
+
+
+def test_a_resumed_search_replays_the_uninterrupted_one(tmp_path):
+    config, dream, es, es_params, search = _toy_search(population=8, horizon=3)
+    key = jax.random.key(5)
+    straight, _ = run_generations(
+        dream, es, es_params, search["es_state"], key, jnp.asarray(0), 4, 2, 0
+    )
+
+    first, _ = run_generations(
+        dream, es, es_params, search["es_state"], key, jnp.asarray(0), 2, 2, 0
+    )
+    checkpointer = Checkpointer(tmp_path / "ckpt", checkpoint_config(config))
+    checkpointer.save(2, dict(search, es_state=first, generation=jnp.asarray(2)))
+    restored = checkpointer.restore(search)
+    checkpointer.close()
+    assert int(restored["generation"]) == 2
+    assert int(restored["es_state"].generation_counter) == 2
+    resumed, _ = run_generations(
+        dream, es, es_params, restored["es_state"], key, jnp.asarray(2), 2, 2, 0
+    )
+    np.testing.assert_array_equal(resumed.mean, straight.mean)
+    np.testing.assert_array_equal(resumed.C, straight.C)
+
+
+def test_chunked_generation_equals_unchunked():
+    config, dream, es, es_params, search = _toy_search(population=8, horizon=3)
+    runs = [
+        run_generations(
+            dream,
+            es,
+            es_params,
+            search["es_state"],
+            jax.random.key(0),
+            jnp.asarray(0),
+            2,
+            2,
+            chunk,
+        )[0]
+        for chunk in (0, 6)
+    ]
+    np.testing.assert_allclose(runs[0].mean, runs[1].mean, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_config_lets_a_search_grow_longer():
+    short = make_config("smoke")
+    longer = make_config(
+        "smoke", overrides=["dream.generations=99", "dream.real_eval_every=7"]
+    )
+    assert checkpoint_config(short) == checkpoint_config(longer)
+    other = make_config("smoke", overrides=["dream.temperature=1.3"])
+    assert checkpoint_config(other) != checkpoint_config(short)
+
+
+def test_sigma0_reaches_the_strategy():
+    config, _, es, es_params, search = _toy_search(sigma0=0.25)
+    assert float(search["es_state"].std) == pytest.approx(0.25)
+    assert es.population_size == config.dream.population
