@@ -87,3 +87,10 @@ def test_reading_an_absent_checkpoint_creates_nothing(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         ckpt.restore(_state(0))
     assert not (tmp_path / "absent").exists()
+
+
+def test_restore_into_a_shape_only_template(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ck", {})
+    ckpt.save(1, _state(4))
+    template = eqx.filter_eval_shape(_state, 0)
+    _leaves_equal(ckpt.restore(template), _state(4))

@@ -30,15 +30,25 @@ def _canonical(config: dict[str, Any]) -> Any:
     return json.loads(json.dumps(config, sort_keys=True, default=list))
 
 
+def _is_array_like(leaf: Any) -> bool:
+    """Arrays, and the shape-only leaves of a template made by ``eqx.filter_eval_shape``."""
+    return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
+
+
 def _is_key(leaf: Any) -> bool:
-    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
-        leaf.dtype, jax.dtypes.prng_key
-    )
+    return _is_array_like(leaf) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
 def _to_storable(tree: Any) -> Any:
-    arrays, _ = eqx.partition(tree, eqx.is_array)
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, arrays)
+    arrays, _ = eqx.partition(tree, _is_array_like)
+    def storable(x: Any) -> Any:
+        if not _is_key(x):
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.eval_shape(jax.random.key_data, x)
+        return jax.random.key_data(x)
+
+    return jax.tree.map(storable, arrays)
 
 
 class Checkpointer:
@@ -93,11 +103,15 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def restore(self, template: Any, step: int | None = None) -> Any:
-        """The state saved at ``step`` (default: latest), shaped like ``template``."""
+        """The state saved at ``step`` (default: latest), shaped like ``template``.
+
+        The template may hold ``jax.ShapeDtypeStruct`` leaves (``eqx.filter_eval_shape``
+        of the state's constructor): restoring then runs no initialiser at all.
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        arrays, static = eqx.partition(template, eqx.is_array)
+        arrays, static = eqx.partition(template, _is_array_like)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _to_storable(template)
         )
@@ -109,8 +123,8 @@ class Checkpointer:
                 f"({type(error).__name__}: {error}); delete it or start over with --fresh"
             ) from error
         restored = jax.tree.map(
-            lambda saved, like: jax.random.wrap_key_data(saved, impl=jax.random.key_impl(like))
-            if _is_key(like) else _check_shape(saved, like, self.directory),
+            lambda saved, like: _wrap_key(saved, like) if _is_key(like)
+            else _check_shape(saved, like, self.directory),
             restored, arrays,
         )
         return eqx.combine(restored, static)
@@ -123,6 +137,11 @@ class Checkpointer:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
+
+
+def _wrap_key(data: Any, like: Any) -> jax.Array:
+    impl = jax.random.key_impl(like) if isinstance(like, jax.Array) else None
+    return jax.random.wrap_key_data(data, impl=impl)
 
 
 def _check_shape(saved: Any, like: Any, directory: Path) -> Any:

@@ -436,6 +436,7 @@ class SequenceSampler:
                 )
         self.z_dim = first["mu"].shape[1]
         self.lengths = np.array([len(e["rewards"]) for e in self.episodes])
+        self._seed = seed
         self._rng = np.random.default_rng(seed)
 
     def _empty(self, batch: int) -> dict[str, np.ndarray]:
@@ -462,17 +463,22 @@ class SequenceSampler:
             out[key][row, :steps] = data[key][start:stop]
         out["mask"][row, :steps] = 1.0
 
-    def sample(self) -> dict[str, np.ndarray]:
-        """One random batch (see the class docstring for keys and shapes)."""
+    def sample(self, step: int | None = None) -> dict[str, np.ndarray]:
+        """One random batch (see the class docstring for keys and shapes).
+
+        With ``step``, the batch depends only on (seed, step), so a resumed run draws
+        the same batches as an uninterrupted one without replaying the earlier ones.
+        """
+        rng = self._rng if step is None else np.random.default_rng((self._seed, step))
         out = self._empty(self.batch_size)
-        episodes = self._rng.choice(
+        episodes = rng.choice(
             len(self.episodes),
             size=self.batch_size,
             p=self.lengths / self.lengths.sum(),
         )
         for row, episode in enumerate(episodes):
             last_start = max(int(self.lengths[episode]) - self.seq_len, 0)
-            self._fill(out, row, int(episode), int(self._rng.integers(last_start + 1)))
+            self._fill(out, row, int(episode), int(rng.integers(last_start + 1)))
         return out
 
     def epoch_batches(self) -> Iterator[dict[str, np.ndarray]]:

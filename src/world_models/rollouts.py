@@ -483,11 +483,18 @@ def _manifest(
     }
 
 
-ROUND_SEED_STRIDE = 100_000  # round K collects seeds collect.seed + K * stride + i
+ROUND_SEED_STRIDE = 100_000  # round K, policy slot P: seeds seed + K*100000 + P*10000 + i
+POLICY_SEED_STRIDE = 10_000
 
 
 def round_dir(run_dir: str | os.PathLike, round_index: int, policy_name: str) -> Path:
     return Path(run_dir) / "data" / f"round{round_index}" / policy_name
+
+
+def round_seed(config: Config, round_index: int, slot: int) -> int:
+    """First seed of the ``slot``-th policy of round ``round_index``: every policy of
+    every round plays its own tracks."""
+    return config.collect.seed + round_index * ROUND_SEED_STRIDE + slot * POLICY_SEED_STRIDE
 
 
 def collect_round(
@@ -496,6 +503,7 @@ def collect_round(
     round_index: int = 0,
     policies: Sequence[str] | None = None,
     policy_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Collect every policy of ``config.collect`` (or ``policies``) for one round into
     ``run_dir/data/roundK/POLICY/``. Returns {policy: manifest}; raises RolloutError
@@ -503,17 +511,18 @@ def collect_round(
     settings = config.collect
     manifests: dict[str, Any] = {}
     errors: list[str] = []
-    for name in policies or settings.policies:
+    for slot, name in enumerate(policies or settings.policies):
         try:
             manifests[name] = collect(
                 round_dir(run_dir, round_index, name),
                 config.env_id,
                 name,
                 settings.episodes_per_policy,
-                settings.seed + round_index * ROUND_SEED_STRIDE,
+                round_seed(config, round_index, slot),
                 settings.workers,
                 settings.max_steps,
                 policy_kwargs,
+                progress=progress,
             )
         except RolloutError as error:
             errors.append(f"{name}: {error}")

@@ -77,7 +77,7 @@ def load_trained_vae(run_dir: str | Path) -> ConvVAE:
     """The model of the latest checkpoint in ``run_dir`` (CheckpointError if none)."""
     config = load_run_config(run_dir).vae
     ckpt = checkpointer(run_dir, config)
-    return ckpt.restore(initial_state(config))["model"]
+    return ckpt.restore(eqx.filter_eval_shape(initial_state, config))["model"]
 
 
 @functools.lru_cache(maxsize=4)  # one compilation per config within a process

@@ -1,0 +1,213 @@
+"""MDN-RNN (M): an LSTM over [z_t, a_t], a mixture-density head per latent dimension.
+
+Alignment: from (z_t, a_t) and the state h_t, M predicts z_{t+1}, the reward r_t that
+step(a_t) returned and terminated_t. ``step`` is the one recurrent function used by
+training, the dream, the acting agent and the prediction-error tools; ``__call__`` runs
+it over a sequence.
+
+Mixture: K components for EACH latent dimension, with their own logits, means and
+log-stds (output width 3*K*Z), then a scalar reward head and a termination logit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from world_models.config import Config, RNNConfig, load_run_config
+from world_models.envs import EnvSpec, get_spec
+
+LSTMState = tuple[Float[Array, " hidden"], Float[Array, " hidden"]]
+_LOG_SQRT_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+
+class MDNOutput(NamedTuple):
+    """M's prediction for one step (a leading time/batch axis is added by scan/vmap)."""
+
+    logit_pi: Float[Array, "z k"]  # unnormalised mixture logits per latent dimension
+    mu: Float[Array, "z k"]
+    log_sigma: Float[Array, "z k"]  # already clamped to [log_std_min, log_std_max]
+    reward: Float[Array, ""]
+    done_logit: Float[Array, ""]
+
+
+class MDNRNN(eqx.Module):
+    cell: eqx.nn.LSTMCell
+    head: eqx.nn.Linear
+    z_dim: int = eqx.field(static=True)
+    action_size: int = eqx.field(static=True)
+    hidden_size: int = eqx.field(static=True)
+    num_mixtures: int = eqx.field(static=True)
+    log_std_min: float = eqx.field(static=True)
+    log_std_max: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        z_dim: int,
+        action_size: int,
+        hidden_size: int = 256,
+        num_mixtures: int = 5,
+        *,
+        key: PRNGKeyArray,
+        log_std_min: float = RNNConfig.log_std_min,
+        log_std_max: float = RNNConfig.log_std_max,
+    ):
+        if min(z_dim, action_size, hidden_size, num_mixtures) <= 0:
+            raise ValueError(
+                f"MDNRNN sizes must be positive: z_dim={z_dim}, action_size="
+                f"{action_size}, hidden_size={hidden_size}, num_mixtures={num_mixtures}"
+            )
+        if not log_std_min < log_std_max:
+            raise ValueError(f"log_std_min {log_std_min} must be < {log_std_max}")
+        cell_key, head_key = jax.random.split(key)
+        self.cell = eqx.nn.LSTMCell(z_dim + action_size, hidden_size, key=cell_key)
+        # 3*K*Z mixture parameters, then the reward and the termination logit.
+        self.head = eqx.nn.Linear(
+            hidden_size, 3 * num_mixtures * z_dim + 2, key=head_key
+        )
+        self.z_dim = z_dim
+        self.action_size = action_size
+        self.hidden_size = hidden_size
+        self.num_mixtures = num_mixtures
+        self.log_std_min = float(log_std_min)
+        self.log_std_max = float(log_std_max)
+
+    def initial_state(self) -> LSTMState:
+        zeros = jnp.zeros((self.hidden_size,), jnp.float32)
+        return zeros, zeros
+
+    def _advance(self, state: LSTMState, z: Array, action: Array) -> LSTMState:
+        return self.cell(jnp.concatenate([z, action.astype(z.dtype)]), state)
+
+    def _predict(self, h: Float[Array, " hidden"]) -> MDNOutput:
+        raw = self.head(h)
+        mixture = raw[:-2].reshape(3, self.z_dim, self.num_mixtures)
+        log_sigma = jnp.clip(mixture[2], self.log_std_min, self.log_std_max)
+        return MDNOutput(mixture[0], mixture[1], log_sigma, raw[-2], raw[-1])
+
+    def step(
+        self, state: LSTMState, z: Float[Array, " z"], action: Float[Array, " a"]
+    ) -> tuple[LSTMState, MDNOutput]:
+        """One step: (h_t, z_t, a_t) -> (h_{t+1}, prediction of z_{t+1}, r_t, done_t).
+
+        ``action`` is the float vector from ``action_to_input`` (one-hot if discrete).
+        """
+        state = self._advance(state, z, action)
+        return state, self._predict(state[0])
+
+    def __call__(
+        self,
+        zs: Float[Array, "t z"],
+        actions: Float[Array, "t a"],
+        state: LSTMState | None = None,
+    ) -> tuple[LSTMState, MDNOutput]:
+        """``step`` over a sequence; outputs carry a leading time axis."""
+        if state is None:
+            state = self.initial_state()
+        return jax.lax.scan(lambda carry, x: self.step(carry, *x), state, (zs, actions))
+
+
+def mdn_log_prob(
+    out: MDNOutput, z_next: Float[Array, "... z"]
+) -> Float[Array, "... z"]:
+    """log p(z_next) under the per-dimension mixture, one value per latent dimension.
+
+    Works for any leading axes shared by ``out`` (…, Z, K) and ``z_next`` (…, Z).
+    """
+    log_pi = jax.nn.log_softmax(out.logit_pi, axis=-1)
+    scaled = (z_next[..., None] - out.mu) * jnp.exp(-out.log_sigma)
+    log_normal = -0.5 * scaled**2 - out.log_sigma - _LOG_SQRT_2PI
+    return jax.nn.logsumexp(log_pi + log_normal, axis=-1)
+
+
+def asymmetric_reward_error(
+    predicted: Array, target: Array, optimism_weight: float
+) -> Array:
+    """Squared error weighted ``optimism_weight`` where predicted > target, 1 below."""
+    error = predicted - target
+    weight = jnp.where(error > 0, optimism_weight, 1.0)
+    return weight * error**2
+
+
+def termination_bce(done_logit: Array, terminated: Array) -> Array:
+    """Binary cross-entropy of the termination logit, elementwise."""
+    target = terminated.astype(done_logit.dtype)
+    return (
+        jax.nn.softplus(done_logit) - target * done_logit
+    )  # = -t log σ(x) - (1-t) log(1-σ(x))
+
+
+def sample_next_z(
+    out: MDNOutput, key: PRNGKeyArray, temperature: float | Array = 1.0
+) -> Float[Array, " z"]:
+    """Draw z_{t+1}: per dim a component ~ softmax(logits/τ), then N(mu, (σ√τ)²)."""
+    component_key, noise_key = jax.random.split(key)
+    component = jax.random.categorical(
+        component_key, out.logit_pi / temperature, axis=-1
+    )
+    mu = jnp.take_along_axis(out.mu, component[..., None], axis=-1)[..., 0]
+    log_sigma = jnp.take_along_axis(out.log_sigma, component[..., None], axis=-1)[
+        ..., 0
+    ]
+    noise = jax.random.normal(noise_key, mu.shape, mu.dtype)
+    return mu + jnp.exp(log_sigma) * jnp.sqrt(temperature) * noise
+
+
+def mode_next_z(out: MDNOutput) -> Float[Array, " z"]:
+    """Mean of the most likely component per dimension (the τ -> 0 limit)."""
+    component = jnp.argmax(out.logit_pi, axis=-1)
+    return jnp.take_along_axis(out.mu, component[..., None], axis=-1)[..., 0]
+
+
+def action_to_input(action: Array | np.ndarray | int, spec: EnvSpec) -> Array:
+    """The action as M's float input: one-hot for discrete envs, float32 otherwise.
+
+    Accepts leading batch/time axes: (..., A) continuous, (...) integer discrete.
+    """
+    if spec.discrete:
+        return jax.nn.one_hot(jnp.asarray(action), spec.action_size, dtype=jnp.float32)
+    action = jnp.asarray(action, jnp.float32)
+    if action.shape[-1:] != (spec.action_size,):
+        raise ValueError(
+            f"{spec.env_id}: expected actions with last axis {spec.action_size}, "
+            f"got shape {action.shape}"
+        )
+    return action
+
+
+def rnn_from_config(config: Config, *, key: PRNGKeyArray) -> MDNRNN:
+    """An untrained MDNRNN sized from the run config (z from V, actions from env)."""
+    rnn = config.rnn
+    return MDNRNN(
+        config.vae.z_dim,
+        get_spec(config.env_id).action_input_size,
+        rnn.hidden_size,
+        rnn.num_mixtures,
+        key=key,
+        log_std_min=rnn.log_std_min,
+        log_std_max=rnn.log_std_max,
+    )
+
+
+def checkpoint_config(config: Config) -> dict:
+    """The config dict stored with (and checked against) M's checkpoints."""
+    return dict(
+        config.to_dict()["rnn"],
+        z_dim=config.vae.z_dim,
+        action_size=get_spec(config.env_id).action_input_size,
+        env_id=config.env_id,
+    )
+
+
+def load_rnn(run_dir: str | os.PathLike) -> MDNRNN:
+    """M from the latest checkpoint in ``run_dir``/rnn/ckpt."""
+    from world_models.train_rnn_lib import restore_latest_model
+
+    return restore_latest_model(Path(run_dir), load_run_config(run_dir))

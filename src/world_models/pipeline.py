@@ -1,0 +1,139 @@
+"""The whole job as resumable stages: collect → VAE → encode → RNN → dream → test, in rounds.
+
+Each stage is itself resumable (collection skips finished episodes, training resumes from
+its checkpoints), and a finished stage leaves a marker ``pipeline/roundK_STAGE.json`` with
+its wall time and summary, so a re-run skips it. Round K > 0 collects the current agent's
+own episodes (failures kept) plus the configured heuristic drivers, then trains M and C
+further on the union of all rounds: training runs to (K + 1) × the configured steps, which
+warm-starts from the previous round's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from world_models.config import Config, init_run, write_atomic_text
+
+STAGES = ("collect", "vae", "encode", "rnn", "dream", "test")
+BASELINES = ("brownian", "zero")
+ON_POLICY_SLOT = 9  # seed slot of on-policy episodes, apart from the heuristic drivers
+
+
+def marker_path(run_dir: Path, round_index: int, stage: str) -> Path:
+    return run_dir / "pipeline" / f"round{round_index}_{stage}.json"
+
+
+def read_marker(run_dir: Path, round_index: int, stage: str) -> dict[str, Any] | None:
+    path = marker_path(run_dir, round_index, stage)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _run_stage(run_dir: Path, round_index: int, stage: str,
+               work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    done = read_marker(run_dir, round_index, stage)
+    if done is not None:
+        print(f"[round {round_index}] {stage}: done earlier, skipped")
+        return done
+    print(f"[round {round_index}] {stage} ...", flush=True)
+    start = time.perf_counter()
+    summary = work() or {}
+    record = {"stage": stage, "round": round_index,
+              "seconds": round(time.perf_counter() - start, 2), "summary": summary}
+    path = marker_path(run_dir, round_index, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic_text(path, json.dumps(record, indent=2, default=_jsonable))
+    print(f"[round {round_index}] {stage}: {record['seconds']:.1f} s", flush=True)
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def run_pipeline(run_dir: str | Path, config: Config, fresh: bool = False,
+                 progress: bool = True) -> Path:
+    """Run (or resume) every stage of every round; returns the path of report.md."""
+    from world_models.report import write_report
+
+    run_dir = Path(run_dir)
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    config = init_run(run_dir, config)
+    for round_index in range(config.pipeline.rounds):
+        _run_round(run_dir, config, round_index, progress)
+        write_report(run_dir)
+    return write_report(run_dir)
+
+
+def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
+    from world_models import rollouts
+    from world_models.evolve import evolve
+    from world_models.train_rnn_lib import train_rnn
+    from world_models.vae_training import encode_run, train_vae
+
+    settings = config.pipeline
+
+    def collect() -> dict[str, Any]:
+        if k == 0:
+            manifests = rollouts.collect_round(run_dir, config, 0)
+        else:
+            manifests = rollouts.collect_round(
+                run_dir, config, k, policies=settings.heuristic_policies_later_rounds
+            ) if settings.heuristic_policies_later_rounds else {}
+            if settings.on_policy_episodes:
+                manifests["on_policy"] = rollouts.collect(
+                    rollouts.round_dir(run_dir, k, "on_policy"), config.env_id,
+                    "on_policy", settings.on_policy_episodes,
+                    rollouts.round_seed(config, k, ON_POLICY_SLOT),
+                    config.collect.workers, config.collect.max_steps,
+                    dict(run_dir=str(run_dir), noise=settings.on_policy_noise))
+        return {name: _manifest_summary(m) for name, m in manifests.items()}
+
+    _run_stage(run_dir, k, "collect", collect)
+    if k == 0 or settings.retrain_vae:
+        _run_stage(run_dir, k, "vae", lambda: train_vae(
+            run_dir, total_steps=(k + 1) * config.vae.steps, progress=progress))
+    # Encoding is idempotent per V checkpoint: a retrained V re-encodes every episode.
+    _run_stage(run_dir, k, "encode", lambda: {
+        "files_written": encode_run(run_dir, progress=progress)})
+    _run_stage(run_dir, k, "rnn", lambda: train_rnn(
+        run_dir, total_steps=(k + 1) * config.rnn.steps, progress=progress))
+    if k > 0 and not settings.warm_start_es:
+        _run_stage(run_dir, k, "dream_reset", lambda: _reset_search(run_dir))
+    _run_stage(run_dir, k, "dream", lambda: evolve(
+        run_dir, total_generations=(k + 1) * config.dream.generations, progress=progress))
+    _run_stage(run_dir, k, "test", lambda: _test(run_dir, k, progress))
+
+
+def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    returns = np.array([e["return"] for e in manifest["episodes"]], np.float64)
+    lengths = np.array([e["length"] for e in manifest["episodes"]])
+    return {"episodes": len(returns), "frames": int(lengths.sum() + len(lengths)),
+            "return_mean": float(returns.mean()), "return_std": float(returns.std())}
+
+
+def _reset_search(run_dir: Path) -> dict[str, Any]:
+    shutil.rmtree(run_dir / "dream" / "ckpt", ignore_errors=True)
+    return {"reset": True}
+
+
+def _test(run_dir: Path, k: int, progress: bool) -> dict[str, Any]:
+    from world_models.evaluate import evaluate_run
+
+    results = {"agent": evaluate_run(run_dir, name=f"round{k}_agent", progress=progress)}
+    if k == 0:  # baselines do not change between rounds: score them once, same seeds
+        for baseline in BASELINES:
+            results[baseline] = evaluate_run(run_dir, name=baseline, policy=baseline,
+                                             progress=progress)
+    return {name: {key: r[key] for key in ("mean", "std", "episodes")}
+            for name, r in results.items()}

@@ -1,0 +1,103 @@
+"""``report.md`` for a run directory, rebuilt from what the stages left on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from world_models.config import load_run_config, write_atomic_text
+from world_models.logs import read_metrics
+
+
+def _markers(run_dir: Path) -> list[dict[str, Any]]:
+    folder = run_dir / "pipeline"
+    if not folder.is_dir():
+        return []
+    records = [json.loads(p.read_text()) for p in folder.glob("round*_*.json")]
+    return sorted(records, key=lambda r: (r["round"], r.get("stage", "")))
+
+
+def _last_with(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    for row in reversed(rows):
+        picked = {k: v for k, v in row.items() if k.startswith(prefix)}
+        if picked:
+            return {"step": row["step"], **picked}
+    return {}
+
+
+def _score(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "–"
+    return f"{result['mean']:.1f} ± {result['std']:.1f} (n={result['episodes']})"
+
+
+def _links(run_dir: Path, pattern: str) -> list[str]:
+    return [f"![{p.stem}]({p.relative_to(run_dir)})" if p.suffix in (".png", ".gif")
+            else f"[{p.name}]({p.relative_to(run_dir)})"
+            for p in sorted(run_dir.glob(pattern))]
+
+
+def render_report(run_dir: str | Path) -> str:
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    markers = _markers(run_dir)
+    lines = [f"# World Models run: {run_dir.name}", "",
+             f"Environment **{config.env_id}**, preset **{config.preset}**, "
+             f"{config.pipeline.rounds} round(s). Full settings: [config.json](config.json).",
+             ""]
+
+    lines += ["## Data", "", "| round | policy | episodes | frames | return (mean ± std) |",
+              "|---|---|---|---|---|"]
+    for record in markers:
+        if record["stage"] == "collect":
+            for policy, s in record["summary"].items():
+                lines.append(f"| {record['round']} | {policy} | {s['episodes']} | "
+                             f"{s['frames']} | {s['return_mean']:.1f} ± {s['return_std']:.1f} |")
+    lines.append("")
+
+    lines += ["## Real score per round", "",
+              f"Mean ± std over the same {config.eval.episodes} seeded episodes "
+              f"(seeds {config.eval.seed}..{config.eval.seed + config.eval.episodes - 1}).",
+              "", "| round | agent (dream-trained C) | brownian | zero controller |",
+              "|---|---|---|---|"]
+    baselines: dict[str, Any] = {}
+    for record in markers:
+        if record["stage"] == "test":
+            baselines.update({k: v for k, v in record["summary"].items() if k != "agent"})
+            lines.append(f"| {record['round']} | {_score(record['summary'].get('agent'))} | "
+                         f"{_score(baselines.get('brownian'))} | "
+                         f"{_score(baselines.get('zero'))} |")
+    lines.append("")
+
+    lines += ["## Training", ""]
+    for name, title in (("vae", "V (ConvVAE)"), ("rnn", "M (MDN-RNN)"),
+                        ("dream", "C (CMA-ES in the dream)")):
+        rows = read_metrics(run_dir / name / "metrics.jsonl")
+        if not rows:
+            continue
+        lines.append(f"### {title}")
+        lines.append("")
+        for prefix in ("train_", "val_", "dream_", "real_", "best_"):
+            last = _last_with(rows, prefix)
+            if last:
+                values = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step")
+                lines.append(f"- last {prefix.rstrip('_')} (step {last['step']}): {values}")
+        lines.append("")
+        lines += _links(run_dir, f"{name}/*.png")
+        lines.append("")
+
+    lines += ["## Wall time per stage", "", "| round | stage | seconds |", "|---|---|---|"]
+    lines += [f"| {r['round']} | {r['stage']} | {r['seconds']:.1f} |" for r in markers]
+    lines += [f"| all | total | {sum(r['seconds'] for r in markers):.1f} |", ""]
+
+    videos = _links(run_dir, "eval/*.mp4") + _links(run_dir, "eval/*.gif")
+    if videos:
+        lines += ["## Videos", ""] + videos + [""]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    path = Path(run_dir) / "report.md"
+    write_atomic_text(path, render_report(run_dir))
+    return path

@@ -1,0 +1,96 @@
+"""End to end: the smoke pipeline, its rounds, and a kill mid-stage followed by a re-run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from world_models.config import ConfigError, make_config
+from world_models.pipeline import STAGES, marker_path, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pipeline_command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "run_pipeline.py"), "--preset", "smoke",
+            "--run", str(run_dir), "--no-progress", *extra]
+
+
+def _artifacts(run_dir: Path) -> dict[str, object]:
+    """What a run leaves that must not depend on being interrupted."""
+    evals = {p.name: [(e["seed"], e["return"], e["length"]) for e in
+                      json.loads(p.read_text())["results"]]
+             for p in sorted((run_dir / "eval").glob("*.json"))}
+    data = {str(p.relative_to(run_dir)): np.load(p)["actions"].tobytes()
+            for p in sorted((run_dir / "data").rglob("*.npz"))}
+    latents = {str(p.relative_to(run_dir)): np.load(p)["mu"].tobytes()
+               for p in sorted((run_dir / "latents").rglob("*.npz"))}
+    return {"evals": evals, "data": data, "latents": latents}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    subprocess.run(_pipeline_command(run_dir), check=True, cwd=ROOT, timeout=600)
+    return run_dir
+
+
+def test_smoke_pipeline_one_round(smoke_run):
+    for stage in STAGES:
+        assert marker_path(smoke_run, 0, stage).exists(), stage
+    report = (smoke_run / "report.md").read_text()
+    assert "Real score per round" in report and "brownian" in report
+    agent = json.loads((smoke_run / "eval" / "round0_agent.json").read_text())
+    config = make_config("smoke")
+    assert [e["seed"] for e in agent["results"]] == list(
+        range(config.eval.seed, config.eval.seed + config.eval.episodes))
+
+
+def test_same_command_again_redoes_nothing(smoke_run):
+    before = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()
+              and "pipeline" not in p.parts and p.name != "report.md"}
+    subprocess.run(_pipeline_command(smoke_run), check=True, cwd=ROOT, timeout=600)
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after
+
+
+def test_other_config_on_existing_run_refused(smoke_run):
+    with pytest.raises(ConfigError, match="another config"):
+        run_pipeline(smoke_run, make_config("smoke", overrides=["vae.steps=3"]))
+
+
+def test_killed_mid_stage_then_rerun_matches_uninterrupted(smoke_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(_pipeline_command(run_dir), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    target = run_dir / "rnn" / "ckpt"  # killed once M has a first checkpoint
+    deadline = time.time() + 400
+    while time.time() < deadline and process.poll() is None:
+        if target.exists() and any(p.name.isdigit() for p in target.iterdir()):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the pipeline ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not marker_path(run_dir, 0, "rnn").exists()
+    subprocess.run(_pipeline_command(run_dir), check=True, cwd=ROOT, timeout=600)
+    assert _artifacts(run_dir) == _artifacts(smoke_run)
+
+
+def test_two_rounds(tmp_path):
+    run_dir = tmp_path / "two"
+    subprocess.run(_pipeline_command(run_dir, "--rounds", "2"), check=True, cwd=ROOT,
+                   timeout=900)
+    for stage in ("collect", "encode", "rnn", "dream", "test"):
+        assert marker_path(run_dir, 1, stage).exists(), stage
+    assert list((run_dir / "data" / "round1" / "on_policy").glob("*.npz"))
+    report = (run_dir / "report.md").read_text()
+    assert "| 1 | on_policy |" in report
+    assert (run_dir / "eval" / "round1_agent.json").exists()
