@@ -194,7 +194,7 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
     if preset == "quick":
         return {
             "collect": dict(policies=("brownian", "recovery", "aggressive"),
-                            episodes_per_policy=12, max_steps=400),
+                            episodes_per_policy=16, max_steps=400),
             "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
             "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
                         checkpoint_every=500),

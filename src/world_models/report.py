@@ -8,6 +8,7 @@ from typing import Any
 
 from world_models.config import load_run_config, write_atomic_text
 from world_models.logs import read_metrics
+from world_models.pipeline import STAGES
 
 
 def _markers(run_dir: Path) -> list[dict[str, Any]]:
@@ -15,15 +16,18 @@ def _markers(run_dir: Path) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return []
     records = [json.loads(p.read_text()) for p in folder.glob("round*_*.json")]
-    return sorted(records, key=lambda r: (r["round"], r.get("stage", "")))
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    return sorted(records, key=lambda r: (r["round"], order.get(r["stage"], len(order))))
 
 
-def _last_with(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
-    for row in reversed(rows):
-        picked = {k: v for k, v in row.items() if k.startswith(prefix)}
-        if picked:
-            return {"step": row["step"], **picked}
-    return {}
+def _latest(rows: list[dict[str, Any]], prefix: str) -> dict[str, tuple[int, float]]:
+    """Each metric starting with ``prefix``: (step, value) of its last logged value."""
+    latest: dict[str, tuple[int, float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(prefix):
+                latest[key] = (row["step"], value)
+    return latest
 
 
 def _score(result: dict[str, Any] | None) -> str:
@@ -79,10 +83,11 @@ def render_report(run_dir: str | Path) -> str:
         lines.append(f"### {title}")
         lines.append("")
         for prefix in ("train_", "val_", "dream_", "real_", "best_"):
-            last = _last_with(rows, prefix)
-            if last:
-                values = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step")
-                lines.append(f"- last {prefix.rstrip('_')} (step {last['step']}): {values}")
+            latest = _latest(rows, prefix)
+            if latest:
+                values = ", ".join(f"{k} {v:.4g} (step {step})"
+                                   for k, (step, v) in sorted(latest.items()))
+                lines.append(f"- {prefix.rstrip('_')}: {values}")
         lines.append("")
         lines += _links(run_dir, f"{name}/*.png")
         lines.append("")
