@@ -15,12 +15,12 @@ from world_models.config import init_run, make_config
 from world_models.data import list_episodes, load_latents, save_episode
 from world_models.vae import (
     ConvVAE,
-    col2im,
     count_parameters,
     encode_frames,
-    im2col,
     kl_divergence,
     load_vae,
+    strided_conv,
+    transposed_conv,
     vae_loss,
 )
 from world_models.vae_training import TrainingDiverged, encode_run, train_vae
@@ -71,27 +71,54 @@ def test_shapes_and_ranges():
         vae.encode(jnp.zeros((32, 32, 3)))
 
 
-@pytest.mark.parametrize("size,kernel", [(64, 4), (31, 4), (13, 5), (30, 6)])
-def test_im2col_windows_and_col2im_is_its_transpose(size, kernel):
-    x = jax.random.normal(jax.random.PRNGKey(0), (size, size, 3))
-    windows = im2col(x, kernel)
-    out = (size - kernel) // 2 + 1
-    naive = jnp.stack(
-        [
-            jnp.stack(
-                [x[2 * i : 2 * i + kernel, 2 * j : 2 * j + kernel] for j in range(out)]
-            )
-            for i in range(out)
-        ]
-    )
-    np.testing.assert_array_equal(windows, naive)
-    cols = jax.random.normal(jax.random.PRNGKey(1), windows.shape)
-    # <im2col(x), c> == <x, col2im(c)> defines the transpose.
-    np.testing.assert_allclose(
-        jnp.vdot(windows, cols),
-        jnp.vdot(x, col2im(cols, size, size)),
-        atol=1e-6 * float(jnp.abs(windows).sum()),
-    )
+@pytest.mark.parametrize(
+    "size,kernel", [(64, 4), (31, 4), (14, 4), (1, 5), (5, 5), (13, 6), (30, 6), (4, 5)]
+)
+def test_conv_primitives_match_lax_forward_and_vjp(size, kernel):
+    """strided_conv / transposed_conv (custom VJPs) against lax.conv_general_dilated."""
+    keys = jax.random.split(jax.random.PRNGKey(size * 10 + kernel), 4)
+    c_in, c_out = 5, 7
+
+    def lax_conv(x, w):
+        return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=NHWC)
+
+    def lax_tconv(x, w):  # w: (c_in, k, k, c_out)
+        w = jnp.flip(w, (1, 2)).transpose(1, 2, 0, 3)
+        pad = [(kernel - 1, kernel - 1)] * 2
+        return lax.conv_general_dilated(
+            x, w, (1, 1), pad, lhs_dilation=(2, 2), dimension_numbers=NHWC
+        )
+
+    cases = [(transposed_conv, lax_tconv, (c_in, kernel, kernel, c_out))]
+    if size >= kernel:
+        cases.append((strided_conv, lax_conv, (kernel, kernel, c_in, c_out)))
+    for ours, ref, w_shape in cases:
+        x = jax.random.normal(keys[0], (2, size, size, c_in))
+        w = jax.random.normal(keys[1], w_shape)
+        out, vjp = jax.vjp(ours, x, w)
+        ref_out, ref_vjp = jax.vjp(ref, x, w)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-4)
+        cot = jax.random.normal(keys[2], out.shape)
+        for a, b in zip(vjp(cot), ref_vjp(cot)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 * float(abs(b).max()))
+
+
+def test_single_image_methods_match_batched_forward():
+    vae = ConvVAE(8, key=jax.random.PRNGKey(0))
+    frames = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    recon, mu, logvar = vae.forward_batch(frames, keys)
+    one = jax.vmap(lambda x, k: vae(x, key=k))(frames, keys)
+    for a, b in zip((recon, mu, logvar), one):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vae.encode(frames[0])[0], mu[0], rtol=1e-5, atol=1e-6)
+    # Training's batched path (one GEMM per weight gradient) == the vmapped one.
+    batched = eqx.filter_grad(lambda m: jnp.sum(m.forward_batch(frames, keys)[0]))(vae)
+    mapped = eqx.filter_grad(
+        lambda m: jnp.sum(jax.vmap(lambda x, k: m(x, key=k))(frames, keys)[0])
+    )(vae)
+    for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(mapped)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
 def test_matches_lax_convolution_forward_and_gradients():

@@ -228,7 +228,7 @@ def run_tasks(
                     try:
                         status, payload = worker.connection.recv()
                     except (EOFError, OSError):
-                        status, payload = "died", "worker closed its pipe"
+                        status, payload = "died", "worker process died"
                 elif worker.process.sentinel in ready:
                     status, payload = "died", "worker process died"
                 else:

@@ -7,23 +7,29 @@ Encoder: 4 convs (32, 64, 128, 256 channels; kernel 4, stride 2, VALID; ReLU) ->
 Why the layers are written by hand instead of eqx.nn.Conv2d / ConvTranspose2d: on XLA's
 CPU backend a convolution with lhs dilation (a transposed conv, and the input gradient
 of any strided conv) misses the fast path and runs a generic loop, several times slower
-for this model. Here every layer is a single GEMM in NHWC layout: strided convs gather
-their windows (im2col), transposed convs multiply first and then overlap-add the k x k
-output patches (col2im). im2col and col2im are each other's transpose and custom VJP, so
-the backward pass is GEMMs too. The mathematics is unchanged (tests compare forward and
-gradients against lax.conv_general_dilated).
+for this model. Here every layer, forward and backward, is one window gather (a static
+index table; XLA fuses it with the producer's bias/ReLU) plus plain row-major GEMMs,
+with hand-written VJPs: a strided conv gathers its k x k stride-2 windows; a transposed
+conv is computed sub-pixel (each of the 4 output stride phases is a stride-1 conv with
+ceil(k/2)^2 taps: one gather, one GEMM, a depth-to-space reshape), so there is no
+scatter-add anywhere; each one's input gradient is the other one's forward; weight
+gradients materialise the thin operand's transpose so the GEMM is (M, K) x (K, N) (XLA
+otherwise runs a dot contracting dimension 0 as a slow plain loop). Training calls the
+batched methods (``forward_batch``) so each weight gradient is one GEMM over the batch.
+The mathematics is unchanged (tests compare forward and gradients against
+lax.conv_general_dilated).
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 ENCODER_CHANNELS = (32, 64, 128, 256)
@@ -54,98 +60,153 @@ class Dense(eqx.Module):
         return x @ self.weight + self.bias
 
 
-def _blocks(size: int, out_size: int, kernel: int) -> int:
-    """Rows of 2x2 blocks that cover both the image and every k x k stride-2 window."""
-    taps = -(-kernel // STRIDE)
-    return max(out_size + taps - 1, -(-size // STRIDE))
+def _gather_windows(
+    x: Float[Array, "b h w c"], stride: int, taps: tuple[int, int], out: tuple[int, int]
+) -> Float[Array, "b ho wo kkc"]:
+    """out[n, i, j, (a, b, c)] = x[n, stride*i + a, stride*j + b, c], as GEMM rows.
 
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def im2col(x: Float[Array, "h w c"], kernel: int) -> Float[Array, "ho wo k k c"]:
-    """The k x k windows at stride 2 of an image (VALID): out[i,j,a,b] = x[2i+a, 2j+b].
-
-    The image is cut into 2x2 blocks, so each window is a few shifted block slices
-    (contiguous copies); XLA fuses the stack into one loop.
+    One gather of whole channel rows with a static index table: XLA CPU emits it as a
+    single loop that also absorbs the producer (bias, ReLU, padding), where a
+    concatenation of k * k slices costs one pass per slice plus one more.
     """
-    height, width, channels = x.shape
-    out_h, out_w = (height - kernel) // STRIDE + 1, (width - kernel) // STRIDE + 1
-    block_h = _blocks(height, out_h, kernel)
-    block_w = _blocks(width, out_w, kernel)
+    batch, height, width, channels = x.shape
+    (kh, kw), (out_h, out_w) = taps, out
+    rows = stride * np.arange(out_h)[:, None, None, None] + np.arange(kh)[:, None]
+    cols = stride * np.arange(out_w)[None, :, None, None] + np.arange(kw)
+    index = (rows * width + cols).reshape(-1)  # (i, j, a, b) flattened
+    flat = x.reshape(batch, height * width, channels)
+    windows = flat.at[:, index].get(mode="promise_in_bounds")
+    return windows.reshape(batch, out_h, out_w, kh * kw * channels)
+
+
+def _windows(x: Float[Array, "b h w c"], kernel: int) -> Float[Array, "b ho wo kkc"]:
+    """The k x k windows at stride 2 (VALID); (a, b, c) is a (k, k, c_in, c_out)
+    weight's row order."""
+    _, height, width, _ = x.shape
+    out = ((height - kernel) // STRIDE + 1, (width - kernel) // STRIDE + 1)
+    return _gather_windows(x, STRIDE, (kernel, kernel), out)
+
+
+def _gemm(a: Array, b: Array) -> Array:
+    """(M, K) @ (K, N), row-major: the form XLA CPU hands to its fast GEMM library."""
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())))
+
+
+def _gemm_nt(a: Array, b: Array) -> Array:
+    """(M, K) @ (N, K)^T, also a fast-path form."""
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+
+
+def _transposed(a: Array) -> Array:
+    """a.T materialised. Without the barrier XLA folds the transpose back into the
+    dot as a contraction over dimension 0, which its CPU backend runs as a slow loop."""
+    return lax.optimization_barrier(a.T)
+
+
+def _transposed_conv(x: Array, weight: Array) -> Array:
+    """Stride-2 k x k transposed conv (no padding) of x (B, H, W, c_in) with weight
+    (c_in, k, k, c_out) -> (B, 2(H-1)+k, 2(W-1)+k, c_out), without any scatter-add.
+
+    Sub-pixel form: output pixel (2m + r, 2n + s) only sees kernel taps (2p+r, 2q+s),
+    so each of the 4 stride phases is an ordinary stride-1 conv with ceil(k/2)^2 taps;
+    the 4 phases share one window gather and one GEMM (weights zero-padded to an even
+    kernel) and interleave with a reshape (depth-to-space).
+    """
+    batch, height, width, c_in = x.shape
+    kernel, c_out = weight.shape[1], weight.shape[3]
+    out_h, out_w = STRIDE * (height - 1) + kernel, STRIDE * (width - 1) + kernel
+    if height == width == 1:  # no overlap: a plain dense layer
+        out = _gemm(x.reshape(batch, c_in), weight.reshape(c_in, -1))
+        return out.reshape(batch, kernel, kernel, c_out)
     taps = -(-kernel // STRIDE)
-    x = jnp.pad(
-        x, ((0, STRIDE * block_h - height), (0, STRIDE * block_w - width), (0, 0))
+    even = STRIDE * taps
+    w = jnp.pad(weight, ((0, 0), (0, even - kernel), (0, even - kernel), (0, 0)))
+    w = w.reshape(c_in, taps, STRIDE, taps, STRIDE, c_out)[:, ::-1, :, ::-1]
+    w = w.transpose(1, 3, 0, 2, 4, 5).reshape(taps * taps * c_in, -1)
+    pad = taps - 1
+    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    phase_h, phase_w = height + pad, width + pad
+    windows = _gather_windows(x, 1, (taps, taps), (phase_h, phase_w))
+    out = _gemm(windows.reshape(batch * phase_h * phase_w, -1), w)
+    out = out.reshape(batch, phase_h, phase_w, STRIDE, STRIDE, c_out)
+    out = out.transpose(0, 1, 3, 2, 4, 5).reshape(
+        batch, STRIDE * phase_h, STRIDE * phase_w, c_out
     )
-    x = x.reshape(block_h, STRIDE, block_w, STRIDE, channels)
-    windows = jnp.stack(
-        [
-            jnp.stack([x[p : p + out_h, :, q : q + out_w] for q in range(taps)], axis=3)
-            for p in range(taps)
-        ],
-        axis=1,
-    )  # (out_h, taps, 2, out_w, taps, 2, c) = (i, p, r, j, q, s, c) with a = 2p + r
-    windows = windows.transpose(0, 3, 1, 2, 4, 5, 6).reshape(
-        out_h, out_w, STRIDE * taps, STRIDE * taps, channels
+    return out[:, :out_h, :out_w]
+
+
+@jax.custom_vjp
+def strided_conv(x: Array, weight: Array) -> Array:
+    """VALID k x k conv, stride 2, of x (B, H, W, c_in), weight (k, k, c_in, c_out)."""
+    return _strided_conv_fwd(x, weight)[0]
+
+
+def _strided_conv_fwd(x, weight):
+    windows = _windows(x, weight.shape[0])
+    batch, out_h, out_w, depth = windows.shape
+    rows = windows.reshape(-1, depth)
+    out = _gemm(rows, weight.reshape(depth, -1))
+    return out.reshape(batch, out_h, out_w, -1), (rows, weight, x.shape)
+
+
+def _strided_conv_bwd(res, grad):
+    rows, weight, (batch, height, width, c_in) = res
+    grad_rows = grad.reshape(-1, grad.shape[-1])
+    # dW^T = G^T @ windows: the thin G (c_out columns) is the one transposed.
+    d_weight = _gemm(_transposed(grad_rows), rows).T.reshape(weight.shape)
+    # dx is the transposed conv of grad by the same taps.
+    d_x = _transposed_conv(grad, weight.transpose(3, 0, 1, 2))
+    d_x = jnp.pad(
+        d_x,
+        ((0, 0), (0, height - d_x.shape[1]), (0, width - d_x.shape[2]), (0, 0)),
     )
-    return windows[:, :, :kernel, :kernel]
+    return d_x, d_weight
 
 
-def col2im(cols: Float[Array, "ho wo k k c"], height: int, width: int) -> Array:
-    """Overlap-add of k x k patches at stride 2: the exact transpose of im2col."""
-    return _col2im(cols, (height, width))
+strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _col2im(cols: Array, size: tuple[int, int]) -> Array:
-    out_h, out_w, kernel, _, channels = cols.shape
-    height, width = size
-    block_h = _blocks(height, out_h, kernel)
-    block_w = _blocks(width, out_w, kernel)
-    taps = -(-kernel // STRIDE)
-    pad = STRIDE * taps - kernel
-    cols = jnp.pad(cols, ((0, 0), (0, 0), (0, pad), (0, pad), (0, 0)))
-    cols = cols.reshape(out_h, out_w, taps, STRIDE, taps, STRIDE, channels)
-    blocks = sum(
-        jnp.pad(
-            cols[:, :, p, :, q].transpose(0, 2, 1, 3, 4),  # (i, r, j, s, c)
-            (
-                (p, block_h - out_h - p),
-                (0, 0),
-                (q, block_w - out_w - q),
-                (0, 0),
-                (0, 0),
-            ),
-        )
-        for p in range(taps)
-        for q in range(taps)
-    )
-    image = blocks.reshape(STRIDE * block_h, STRIDE * block_w, channels)
-    return image[:height, :width]
+@jax.custom_vjp
+def transposed_conv(x: Array, weight: Array) -> Array:
+    """k x k transposed conv, stride 2, unpadded: out[2i+a, 2j+b] += x[i,j] @ w[:,a,b].
+
+    x (B, H, W, c_in), weight (c_in, k, k, c_out) -> (B, 2(H-1)+k, 2(W-1)+k, c_out).
+    """
+    return _transposed_conv(x, weight)
 
 
-# Autodiff of the slices and pads above would materialise one padded copy per kernel
-# offset; the transpose of each map is the other one, a single fused gather or add.
-def _im2col_fwd(x, kernel):
-    return im2col(x, kernel), x.shape[:2]
+def _transposed_conv_fwd(x, weight):
+    return _transposed_conv(x, weight), (x, weight)
 
 
-def _im2col_bwd(kernel, size, grad):
-    return (_col2im(grad, size),)
+def _transposed_conv_bwd(res, grad):
+    x, weight = res
+    c_in = x.shape[-1]
+    # Both gradients read the k x k stride-2 windows of grad (a strided conv's im2col).
+    windows = _windows(grad, weight.shape[1])
+    rows = windows.reshape(-1, windows.shape[-1])
+    flat_weight = weight.reshape(c_in, -1)
+    d_x = _gemm_nt(rows, flat_weight).reshape(x.shape)
+    d_weight = _gemm(_transposed(x.reshape(-1, c_in)), rows).reshape(weight.shape)
+    return d_x, d_weight
 
 
-def _col2im_fwd(cols, size):
-    return _col2im(cols, size), cols.shape[2]
+transposed_conv.defvjp(_transposed_conv_fwd, _transposed_conv_bwd)
 
 
-def _col2im_bwd(size, kernel, grad):
-    return (im2col(grad, kernel),)
+def _batched(layer):
+    """Layers run on a batch (B, H, W, C); a single (H, W, C) image is a batch of 1."""
 
+    def call(self, x):
+        if x.ndim == 3:
+            return call(self, x[None])[0]
+        return layer(self, x)
 
-im2col.defvjp(_im2col_fwd, _im2col_bwd)
-_col2im.defvjp(_col2im_fwd, _col2im_bwd)
+    return call
 
 
 class StridedConv(eqx.Module):
-    """VALID k x k convolution with stride 2 on an (H, W, C_in) image: im2col + GEMM."""
+    """VALID k x k convolution with stride 2 on (B, H, W, C_in) or (H, W, C_in)."""
 
     weight: Float[Array, "k k c_in c_out"]
     bias: Float[Array, " c_out"]
@@ -158,16 +219,13 @@ class StridedConv(eqx.Module):
         self.bias = _uniform(bkey, (c_out,), fan_in)
         self.kernel = kernel
 
-    def __call__(self, x: Float[Array, "h w c_in"]) -> Float[Array, "ho wo c_out"]:
-        windows = im2col(x, self.kernel)
-        out_h, out_w = windows.shape[:2]
-        patches = windows.reshape(out_h * out_w, -1)
-        out = patches @ self.weight.reshape(patches.shape[1], -1) + self.bias
-        return out.reshape(out_h, out_w, -1)
+    @_batched
+    def __call__(self, x: Float[Array, "b h w c_in"]) -> Float[Array, "b ho wo c_out"]:
+        return strided_conv(x, self.weight) + self.bias
 
 
 class TransposedConv(eqx.Module):
-    """k x k transposed convolution with stride 2 (no padding): GEMM + col2im.
+    """k x k transposed convolution with stride 2 (no padding).
 
     out[2i + a, 2j + b] += x[i, j] @ weight[:, a, b]; output (2(H-1)+k, 2(W-1)+k).
     """
@@ -184,15 +242,9 @@ class TransposedConv(eqx.Module):
         self.bias = _uniform(bkey, (c_out,), fan_in)
         self.kernel = kernel
 
-    def __call__(self, x: Float[Array, "h w c_in"]) -> Float[Array, "ho wo c_out"]:
-        k = self.kernel
-        height, width, c_in = x.shape
-        cols = x.reshape(height * width, c_in) @ self.weight.reshape(c_in, -1)
-        cols = cols.reshape(height, width, k, k, -1)
-        return (
-            col2im(cols, STRIDE * (height - 1) + k, STRIDE * (width - 1) + k)
-            + self.bias
-        )
+    @_batched
+    def __call__(self, x: Float[Array, "b h w c_in"]) -> Float[Array, "b ho wo c_out"]:
+        return transposed_conv(x, self.weight) + self.bias
 
 
 class ConvVAE(eqx.Module):
@@ -229,28 +281,48 @@ class ConvVAE(eqx.Module):
             raise ValueError(
                 f"ConvVAE.encode expects one {IMAGE_SHAPE} image, got {x.shape}"
             )
-        h = x
-        for conv in self.encoder:
-            h = jax.nn.relu(conv(h))
-        h = h.reshape(-1)
-        return self.to_mu(h), self.to_logvar(h)
+        mu, logvar = self.encode_batch(x[None])
+        return mu[0], logvar[0]
 
     def decode(self, z: Float[Array, " z"]) -> Float[Array, "64 64 3"]:
         if z.shape != (self.z_dim,):
             raise ValueError(
                 f"ConvVAE.decode expects z of shape ({self.z_dim},), got {z.shape}"
             )
-        h = self.from_z(z).reshape(1, 1, DENSE_WIDTH)
-        for deconv in self.decoder[:-1]:
-            h = jax.nn.relu(deconv(h))
-        return jax.nn.sigmoid(self.decoder[-1](h))
+        return self.decode_batch(z[None])[0]
 
     def __call__(
         self, x: Float[Array, "64 64 3"], *, key: PRNGKeyArray
     ) -> tuple[Float[Array, "64 64 3"], Float[Array, " z"], Float[Array, " z"]]:
-        mu, logvar = self.encode(x)
-        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
-        return self.decode(z), mu, logvar
+        recon, mu, logvar = self.forward_batch(x[None], key[None])
+        return recon[0], mu[0], logvar[0]
+
+    # Batched forms: the same maths on (B, ...) arrays without vmap. Training uses
+    # these, so that each layer's custom VJP sums its weight gradient over the batch
+    # inside one GEMM (under vmap it would form per-image weight gradients first).
+    def encode_batch(
+        self, x: Float[Array, "b 64 64 3"]
+    ) -> tuple[Float[Array, "b z"], Float[Array, "b z"]]:
+        h = x
+        for conv in self.encoder:
+            h = jax.nn.relu(conv(h))
+        h = h.reshape(h.shape[0], -1)
+        return self.to_mu(h), self.to_logvar(h)
+
+    def decode_batch(self, z: Float[Array, "b z"]) -> Float[Array, "b 64 64 3"]:
+        h = self.from_z(z).reshape(z.shape[0], 1, 1, DENSE_WIDTH)
+        for deconv in self.decoder[:-1]:
+            h = jax.nn.relu(deconv(h))
+        return jax.nn.sigmoid(self.decoder[-1](h))
+
+    def forward_batch(
+        self, x: Float[Array, "b 64 64 3"], keys: PRNGKeyArray
+    ) -> tuple[Float[Array, "b 64 64 3"], Float[Array, "b z"], Float[Array, "b z"]]:
+        """(recon, mu, logvar) of a batch; image i samples z with keys[i]."""
+        mu, logvar = self.encode_batch(x)
+        noise = jax.vmap(lambda k: jax.random.normal(k, mu.shape[1:], mu.dtype))(keys)
+        z = mu + jnp.exp(0.5 * logvar) * noise
+        return self.decode_batch(z), mu, logvar
 
 
 def count_parameters(model: eqx.Module) -> int:
@@ -269,7 +341,10 @@ def vae_terms(
 ) -> tuple[Float[Array, " batch"], Float[Array, " batch"]]:
     """Per image: summed squared reconstruction error and KL, with z sampled."""
     keys = jax.random.split(key, frames.shape[0])
-    recon, mu, logvar = jax.vmap(lambda x, k: model(x, key=k))(frames, keys)
+    if isinstance(model, ConvVAE):
+        recon, mu, logvar = model.forward_batch(frames, keys)
+    else:  # any module with the single-image __call__ (benchmark variants)
+        recon, mu, logvar = jax.vmap(lambda x, k: model(x, key=k))(frames, keys)
     return jnp.sum((recon - frames) ** 2, axis=(1, 2, 3)), jax.vmap(kl_divergence)(
         mu, logvar
     )

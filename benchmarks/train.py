@@ -1,0 +1,322 @@
+"""Training throughput of V (images/s) and M, variants side by side in one process.
+
+    uv run python benchmarks/train.py [--vae-batch 64 --steps 20 --repeats 5]
+
+Variants run interleaved (A, B, C, A, B, C, ...) so that load from other users of the
+machine hits them alike; the table gives the median and the ratio to the naive baseline.
+Compile time (first call) is reported apart from the steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from world_models.config import make_config
+from world_models.envs import get_spec
+from world_models.mdnrnn import rnn_from_config
+from world_models.train_rnn_lib import make_optimizer as make_rnn_optimizer
+from world_models.train_rnn_lib import make_train_step as make_rnn_train_step
+from world_models.vae import (
+    DECODER_CHANNELS,
+    DECODER_KERNELS,
+    DENSE_WIDTH,
+    ENCODER_CHANNELS,
+    ENCODER_KERNEL,
+    IMAGE_SHAPE,
+    STRIDE,
+    ConvVAE,
+    count_parameters,
+    vae_loss,
+)
+
+RESULTS = Path(__file__).parent / "results" / "train.json"
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+class NaiveConvVAE(eqx.Module):
+    """The same network written the obvious way: eqx.nn.Conv2d / ConvTranspose2d, NCHW."""
+
+    encoder: tuple[eqx.nn.Conv2d, ...]
+    to_mu: eqx.nn.Linear
+    to_logvar: eqx.nn.Linear
+    from_z: eqx.nn.Linear
+    decoder: tuple[eqx.nn.ConvTranspose2d, ...]
+    z_dim: int = eqx.field(static=True)
+
+    def __init__(self, z_dim: int, *, key):
+        keys = iter(jax.random.split(key, 11))
+        chans = (IMAGE_SHAPE[-1],) + ENCODER_CHANNELS
+        self.encoder = tuple(
+            eqx.nn.Conv2d(a, b, ENCODER_KERNEL, STRIDE, key=next(keys))
+            for a, b in zip(chans[:-1], chans[1:])
+        )
+        self.to_mu = eqx.nn.Linear(DENSE_WIDTH, z_dim, key=next(keys))
+        self.to_logvar = eqx.nn.Linear(DENSE_WIDTH, z_dim, key=next(keys))
+        self.from_z = eqx.nn.Linear(z_dim, DENSE_WIDTH, key=next(keys))
+        chans = (DENSE_WIDTH,) + DECODER_CHANNELS + (IMAGE_SHAPE[-1],)
+        self.decoder = tuple(
+            eqx.nn.ConvTranspose2d(a, b, k, STRIDE, key=next(keys))
+            for a, b, k in zip(chans[:-1], chans[1:], DECODER_KERNELS)
+        )
+        self.z_dim = z_dim
+
+    def __call__(self, x, *, key):
+        h = x.transpose(2, 0, 1)
+        for conv in self.encoder:
+            h = jax.nn.relu(conv(h))
+        h = h.reshape(-1)
+        mu, logvar = self.to_mu(h), self.to_logvar(h)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+        h = self.from_z(z).reshape(DENSE_WIDTH, 1, 1)
+        for deconv in self.decoder[:-1]:
+            h = jax.nn.relu(deconv(h))
+        return jax.nn.sigmoid(self.decoder[-1](h)).transpose(1, 2, 0), mu, logvar
+
+
+class XlaConvVAE(eqx.Module):
+    """ConvVAE's parameters run through lax.conv_general_dilated in NHWC/HWIO.
+
+    Transposed convs use lhs dilation with the flipped kernel (what eqx/flax do).
+    """
+
+    vae: ConvVAE
+    z_dim: int = eqx.field(static=True)
+
+    def __call__(self, x, *, key):
+        h = x[None]
+        for conv in self.vae.encoder:
+            h = lax.conv_general_dilated(
+                h, conv.weight, (STRIDE, STRIDE), "VALID", dimension_numbers=NHWC
+            )
+            h = jax.nn.relu(h + conv.bias)
+        mu, logvar = self.vae.to_mu(h.reshape(-1)), self.vae.to_logvar(h.reshape(-1))
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+        h = self.vae.from_z(z).reshape(1, 1, 1, DENSE_WIDTH)
+        for i, deconv in enumerate(self.vae.decoder):
+            k = deconv.kernel
+            w = jnp.flip(deconv.weight, (1, 2)).transpose(1, 2, 0, 3)
+            h = lax.conv_general_dilated(
+                h, w, (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(STRIDE, STRIDE),
+                dimension_numbers=NHWC,
+            ) + deconv.bias
+            last = i == len(self.vae.decoder) - 1
+            h = jax.nn.sigmoid(h) if last else jax.nn.relu(h)
+        return h[0], mu, logvar
+
+
+def make_vae_step(optimiser: optax.GradientTransformation) -> Callable:
+    @eqx.filter_jit
+    def step(model, opt_state, frames, key):
+        (loss, _), grads = eqx.filter_value_and_grad(vae_loss, has_aux=True)(
+            model, frames, key
+        )
+        updates, opt_state = optimiser.update(grads, opt_state, model)
+        return eqx.apply_updates(model, updates), opt_state, loss
+
+    return step
+
+
+def _timed_steps(step, state, frames, key, count):
+    model, opt_state = state
+    start = time.perf_counter()
+    for _ in range(count):
+        key, sub = jax.random.split(key)
+        model, opt_state, loss = step(model, opt_state, frames, sub)
+    jax.block_until_ready(loss)
+    return time.perf_counter() - start, (model, opt_state)
+
+
+TORCH_SCRIPT = Path(__file__).parent / "torch_vae_reference.py"
+TORCH_VARIANT = "PyTorch 2 threads, eager (subprocess)"
+OURS = "gather + GEMM, custom VJPs, NHWC (ours)"
+
+
+def _torch_rate(python: str, batch_size: int, steps: int) -> tuple[float, float]:
+    """(images/s, first-step s) of torch_vae_reference.py run by ``python``."""
+    out = subprocess.run(
+        [python, str(TORCH_SCRIPT), "--batch", str(batch_size), "--steps", str(steps)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()
+    if not out or not out[-1].startswith("{"):
+        raise RuntimeError(f"{python} {TORCH_SCRIPT.name}: {out[-1:] or 'no output'}")
+    result = json.loads(out[-1])
+    return result["images_per_s"], result["compile_s"]
+
+
+def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
+              torch_python: str | None = None,
+              only: tuple[str, ...] = ("naive", "lax", "ours")) -> list[dict]:
+    """VAE training images/s per lowering of the same network (Adam, batch_size).
+
+    With ``torch_python``, a PyTorch eager run of the same network (a subprocess, so
+    torch is no dependency) takes its turn after ours in every round."""
+    key = jax.random.PRNGKey(0)
+    vae = ConvVAE(z_dim, key=key)
+    variants = {
+        name: model
+        for short, name, model in [
+            ("naive", "eqx Conv2d/ConvTranspose2d, NCHW (naive)",
+             NaiveConvVAE(z_dim, key=key)),
+            ("lax", "lax.conv_general_dilated, NHWC", XlaConvVAE(vae, z_dim)),
+            ("ours", OURS, vae),
+        ]
+        if short in only
+    }
+    frames = jax.random.uniform(jax.random.PRNGKey(1), (batch_size,) + IMAGE_SHAPE)
+    optimiser = optax.adam(1e-4)
+    states, timings, rows = {}, {}, []
+    for name, model in variants.items():
+        assert count_parameters(model) == count_parameters(vae), name
+        step = make_vae_step(optimiser)
+        state = (model, optimiser.init(eqx.filter(model, eqx.is_array)))
+        compile_s, state = _timed_steps(step, state, frames, key, 1)
+        states[name], timings[name] = (step, state), []
+        rows.append({"variant": name, "compile_s": compile_s})
+    if torch_python:
+        timings[TORCH_VARIANT] = []
+        rows.append({"variant": TORCH_VARIANT, "compile_s": 0.0})
+    for _ in range(repeats):
+        for name in variants:
+            step, state = states[name]
+            seconds, state = _timed_steps(step, state, frames, key, steps)
+            states[name] = (step, state)
+            timings[name].append(batch_size * steps / seconds)
+        if torch_python:
+            rate, rows[-1]["compile_s"] = _torch_rate(torch_python, batch_size, steps)
+            timings[TORCH_VARIANT].append(rate)
+    baseline = statistics.median(timings[rows[0]["variant"]])
+    for row in rows:
+        rates = timings[row["variant"]]
+        row.update(
+            model="vae",
+            unit="images/s",
+            batch_size=batch_size,
+            median=statistics.median(rates),
+            min=min(rates),
+            max=max(rates),
+            ratio=statistics.median(rates) / baseline,
+        )
+    if torch_python and OURS in timings:
+        ours = statistics.median(timings[OURS])
+        for row in rows:
+            row["ours_over_torch"] = ours / statistics.median(timings[TORCH_VARIANT])
+    return rows
+
+
+def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int
+              ) -> list[dict]:
+    """MDN-RNN training sequence-steps/s (batch x seq_len per step) at CarRacing sizes,
+    one row per batch size (ratio against the first)."""
+    config = make_config("quick", "CarRacing-v3", [f"rnn.seq_len={seq_len}"])
+    spec = get_spec(config.env_id)
+    rnn = rnn_from_config(config, key=jax.random.PRNGKey(0))
+    variants = {f"lax.scan over MDNRNN.step, batch {b}": b for b in batch_sizes}
+    batches = {name: _rnn_batch(b, seq_len, config.vae.z_dim, spec.action_size)
+               for name, b in variants.items()}
+    optimiser = make_rnn_optimizer(config.rnn)
+    rnn_step = make_rnn_train_step(optimiser, config.rnn, spec)
+
+    def step(model, opt_state, batch, key):
+        model, opt_state, metrics = rnn_step(model, opt_state, batch, key)
+        return model, opt_state, metrics["loss"]
+
+    states, timings, rows = {}, {}, []
+    for name in variants:
+        state = (rnn, optimiser.init(eqx.filter(rnn, eqx.is_array)))
+        compile_s, state = _timed_steps(step, state, batches[name], jax.random.PRNGKey(1),
+                                        1)
+        states[name], timings[name] = state, []
+        rows.append({"variant": name, "compile_s": compile_s})
+    for _ in range(repeats):
+        for name, batch_size in variants.items():
+            seconds, states[name] = _timed_steps(step, states[name], batches[name],
+                                                 jax.random.PRNGKey(2), steps)
+            timings[name].append(batch_size * seq_len * steps / seconds)
+    baseline = statistics.median(timings[rows[0]["variant"]])
+    for row in rows:
+        rates = timings[row["variant"]]
+        row.update(model="rnn", unit="seq-steps/s", batch_size=variants[row["variant"]],
+                   seq_len=seq_len, median=statistics.median(rates), min=min(rates),
+                   max=max(rates), ratio=statistics.median(rates) / baseline)
+    return rows
+
+
+def _rnn_batch(batch_size: int, seq_len: int, z_dim: int, action_size: int) -> dict:
+    rng = np.random.default_rng(0)
+    return dict(
+        mu=rng.normal(size=(batch_size, seq_len + 1, z_dim)).astype(np.float32),
+        logvar=np.full((batch_size, seq_len + 1, z_dim), -2.0, np.float32),
+        actions=rng.uniform(-1, 1, (batch_size, seq_len, action_size)).astype(
+            np.float32),
+        rewards=rng.normal(size=(batch_size, seq_len)).astype(np.float32),
+        terminated=np.zeros((batch_size, seq_len), bool),
+        mask=np.ones((batch_size, seq_len), np.float32),
+    )
+
+
+def print_table(rows: list[dict]) -> None:
+    header = f"{'model':6} {'variant':44} {'compile s':>9} {'median':>9} {'min':>8} "
+    print(header + f"{'max':>8} {'ratio':>6}  unit")
+    for r in rows:
+        print(
+            f"{r['model']:6} {r['variant']:44} {r['compile_s']:9.2f} {r['median']:9.1f} "
+            f"{r['min']:8.1f} {r['max']:8.1f} {r['ratio']:6.2f}  {r['unit']} "
+            f"(batch {r['batch_size']})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vae-batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rnn-batch", type=int, nargs="+", default=[32, 100])
+    parser.add_argument("--rnn-seq-len", type=int, default=100)
+    parser.add_argument("--models", default="vae,rnn", help="comma-separated: vae,rnn")
+    parser.add_argument("--torch-python", metavar="PATH",
+                        help="a Python with torch: also time benchmarks/"
+                        "torch_vae_reference.py, interleaved with ours")
+    parser.add_argument("--vae-variants", default="naive,lax,ours",
+                        help="comma-separated subset of naive,lax,ours")
+    args = parser.parse_args()
+    models = args.models.split(",")
+    rows = (bench_vae(args.vae_batch, args.steps, args.repeats,
+                      torch_python=args.torch_python,
+                      only=args.vae_variants.split(","))
+            if "vae" in models else [])
+    if any("ours_over_torch" in r for r in rows):
+        print(f"ours / PyTorch (same rounds): {rows[0]['ours_over_torch']:.2f}")
+    if "rnn" in models:
+        rows += bench_rnn(args.rnn_batch, args.rnn_seq_len, args.steps, args.repeats)
+    print_table(rows)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+        "jax": jax.__version__,
+    }
+    if RESULTS.exists():  # keep the other model's rows from an earlier run
+        kept = json.loads(RESULTS.read_text()).get("results", [])
+        rows = [r for r in kept if r.get("model") not in models] + rows
+    RESULTS.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
