@@ -136,6 +136,7 @@ class EvalConfig:
     seed: int = 10_000  # evaluation seeds never overlap the collection seeds
     workers: int = 2
     max_steps: int = 0  # 0 means the environment's step limit
+    video: bool = True  # the pipeline records the agent's first test episode
 
     def __post_init__(self):
         _require(self.episodes > 0, "eval.episodes must be > 0")
@@ -188,7 +189,7 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
                         eval_every=10, checkpoint_every=10),
             "dream": dict(population=8, rollouts=2, generations=4, max_steps=30,
                           real_eval_every=2, real_eval_episodes=1),
-            "eval": dict(episodes=2, max_steps=40),
+            "eval": dict(episodes=2, max_steps=40, video=False),
             "pipeline": dict(on_policy_episodes=2),
         }
     if preset == "quick":

@@ -110,7 +110,7 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
         _run_stage(run_dir, k, "dream_reset", lambda: _reset_search(run_dir))
     _run_stage(run_dir, k, "dream", lambda: evolve(
         run_dir, total_generations=(k + 1) * config.dream.generations, progress=progress))
-    _run_stage(run_dir, k, "test", lambda: _test(run_dir, k, progress))
+    _run_stage(run_dir, k, "test", lambda: _test(run_dir, config, k, progress))
 
 
 def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -127,10 +127,13 @@ def _reset_search(run_dir: Path) -> dict[str, Any]:
     return {"reset": True}
 
 
-def _test(run_dir: Path, k: int, progress: bool) -> dict[str, Any]:
-    from world_models.evaluate import evaluate_run
+def _test(run_dir: Path, config: Config, k: int, progress: bool) -> dict[str, Any]:
+    from world_models.evaluate import evaluate_run, record_video
 
     results = {"agent": evaluate_run(run_dir, name=f"round{k}_agent", progress=progress)}
+    if config.eval.video:
+        seed = config.eval.seed
+        record_video(run_dir, seed, out_path=run_dir / "eval" / f"round{k}_agent_seed{seed}.mp4")
     if k == 0:  # baselines do not change between rounds: score them once, same seeds
         for baseline in BASELINES:
             results[baseline] = evaluate_run(run_dir, name=baseline, policy=baseline,

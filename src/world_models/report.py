@@ -96,6 +96,14 @@ def render_report(run_dir: str | Path) -> str:
     lines += [f"| {r['round']} | {r['stage']} | {r['seconds']:.1f} |" for r in markers]
     lines += [f"| all | total | {sum(r['seconds'] for r in markers):.1f} |", ""]
 
+    error_tables = sorted(run_dir.glob("model_error/pixel_h*/summary.md"))
+    if error_tables:
+        lines += ["## World-model prediction error (pixel MSE, 84×84 grayscale)", ""]
+        for table in error_tables:
+            lines += [f"From `{table.relative_to(run_dir)}`:", "", table.read_text(), ""]
+            lines += _links(run_dir, f"{table.parent.relative_to(run_dir)}/*.png")[:2]
+            lines.append("")
+
     videos = _links(run_dir, "eval/*.mp4") + _links(run_dir, "eval/*.gif")
     if videos:
         lines += ["## Videos", ""] + videos + [""]
