@@ -94,3 +94,6 @@ def test_two_rounds(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "| 1 | on_policy |" in report
     assert (run_dir / "eval" / "round1_agent.json").exists()
+    # Round 1 retrained M, so the controller kept in round 0 was scored again under it.
+    rows = [json.loads(line) for line in (run_dir / "dream" / "metrics.jsonl").open()]
+    assert any("best_rescored" in row for row in rows)

@@ -34,6 +34,7 @@ from world_models.dream import Dream, load_dream_starts, make_dream
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
 from world_models.mdnrnn import load_rnn
+from world_models.train_rnn_lib import latest_rnn_step
 
 # Real checks use their own seeds: never the collection seeds (collect.seed + i) nor the
 # test seeds (eval.seed + i), so selection cannot overfit the test tracks.
@@ -67,6 +68,7 @@ def initial_search(
             best_params=mean,
             best_real_score=-jnp.inf,
             best_generation=-1,
+            rnn_step=-1,  # the M under which best_real_score was measured
         )
     )
 
@@ -208,6 +210,12 @@ def evolve(
     if checkpointer.latest_step() is not None:
         search = checkpointer.restore(search)
     logger.truncate_after(int(search["generation"]))
+    rnn_step = latest_rnn_step(run_dir)
+    if int(search["best_generation"]) >= 0 and int(search["rnn_step"]) != rnn_step:
+        # The agent acts on M's h, so a score measured under an earlier M (a previous
+        # curriculum round) no longer describes the kept controller: measure it again.
+        search = _rescore_best(run_dir, config, search, logger, workers)
+    search = dict(search, rnn_step=jnp.asarray(rnn_step))
     root_key = jax.random.key(settings.seed)
     generation = int(search["generation"])
     total = settings.generations if total_generations is None else total_generations
@@ -261,6 +269,15 @@ def evolve(
         best_real_score=float(search["best_real_score"]),
         best_generation=int(search["best_generation"]),
     )
+
+
+def _rescore_best(
+    run_dir: Path, config: Config, search: dict, logger: MetricsLogger, workers: int
+) -> dict:
+    episodes = real_check(run_dir, config, np.asarray(search["best_params"]), workers)
+    score = float(np.mean([episode["return"] for episode in episodes]))
+    logger.log(int(search["generation"]), best_rescored=score)
+    return dict(search, best_real_score=jnp.asarray(score, jnp.float32))
 
 
 def _check_in_reality(

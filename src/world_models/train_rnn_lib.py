@@ -188,6 +188,12 @@ def _checkpointer(run_dir: Path, config: Config) -> Checkpointer:
     return Checkpointer(run_dir / "rnn" / "ckpt", checkpoint_config(config))
 
 
+def latest_rnn_step(run_dir: str | Path) -> int | None:
+    """Training step of the latest M checkpoint (None before M is trained)."""
+    run_dir = Path(run_dir)
+    return _checkpointer(run_dir, load_run_config(run_dir)).latest_step()
+
+
 def restore_latest_model(run_dir: Path, config: Config) -> MDNRNN:
     """The model of the latest RNN checkpoint in ``run_dir``."""
     directory = run_dir / "rnn" / "ckpt"
