@@ -63,15 +63,19 @@ def render_report(run_dir: str | Path) -> str:
     lines += ["## Real score per round", "",
               f"Mean ± std over the same {config.eval.episodes} seeded episodes "
               f"(seeds {config.eval.seed}..{config.eval.seed + config.eval.episodes - 1}).",
-              "", "| round | agent (dream-trained C) | brownian | zero controller |",
-              "|---|---|---|---|"]
+              "", "| round | agent (dream-trained C) | brownian | zero controller "
+              "| kept C: generation (its selection score) |", "|---|---|---|---|---|"]
     baselines: dict[str, Any] = {}
+    searches = {r["round"]: r["summary"] for r in markers if r["stage"] == "dream"}
     for record in markers:
         if record["stage"] == "test":
             baselines.update({k: v for k, v in record["summary"].items() if k != "agent"})
+            search = searches.get(record["round"], {})
+            kept = (f"{search['best_generation']} ({search['best_real_score']:.1f})"
+                    if "best_generation" in search else "–")
             lines.append(f"| {record['round']} | {_score(record['summary'].get('agent'))} | "
                          f"{_score(baselines.get('brownian'))} | "
-                         f"{_score(baselines.get('zero'))} |")
+                         f"{_score(baselines.get('zero'))} | {kept} |")
     lines.append("")
 
     lines += ["## Training", ""]
