@@ -70,3 +70,9 @@ def test_road_center_picks_nearest_run():
     assert road_center(row, 50) == 69.5
     assert road_center(row, 25) == 14.5
     assert road_center(np.zeros(96, bool), 50) is None
+
+
+def test_model_policies_load_on_first_use():
+    from world_models.policies import get_factory
+
+    assert callable(get_factory("on_policy")) and callable(get_factory("agent"))

@@ -8,6 +8,7 @@ receive them by reference (pickle) and import the module that defines them.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -32,13 +33,19 @@ def register_policy(name: str, factory: PolicyFactory) -> None:
     _FACTORIES[name] = factory
 
 
+# Policies defined by modules that import JAX: loaded on first use, so plain collection
+# never pays for the import.
+_MODEL_POLICY_MODULES = {"agent": "world_models.agent", "on_policy": "world_models.agent"}
+
+
 def get_factory(name: str) -> PolicyFactory:
+    if name not in _FACTORIES and name in _MODEL_POLICY_MODULES:
+        importlib.import_module(_MODEL_POLICY_MODULES[name])
     try:
         return _FACTORIES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown policy {name!r}; known: {', '.join(sorted(_FACTORIES))}"
-        ) from None
+        known = sorted(set(_FACTORIES) | set(_MODEL_POLICY_MODULES))
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(known)}") from None
 
 
 def make_policy(name: str, env_id: str, **kwargs: Any) -> Policy:
