@@ -5,6 +5,7 @@ uv run python process_data.py --run runs/NAME
 
 import argparse
 
+from world_models.cli import run_cli
 from world_models.vae_training import encode_run
 
 
@@ -20,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -6,6 +6,7 @@ S..S+N-1 and writes DIR/eval/NAME.json; ``--video`` also records chosen episodes
 
 import argparse
 
+from world_models.cli import run_cli
 from world_models.evaluate import (
     ZERO_CONTROLLER,
     evaluate_run,
@@ -74,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -2,6 +2,7 @@
 
 import argparse
 
+from world_models.cli import run_cli
 from world_models.evolve import evolve
 
 
@@ -32,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

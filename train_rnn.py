@@ -8,6 +8,7 @@ over. Run process_data.py first.
 
 import argparse
 
+from world_models.cli import run_cli
 from world_models.train_rnn_lib import train_rnn
 
 
@@ -26,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

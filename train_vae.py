@@ -5,6 +5,7 @@ uv run python train_vae.py --run runs/NAME [--fresh]
 
 import argparse
 
+from world_models.cli import run_cli
 from world_models.vae_training import train_vae
 
 
@@ -25,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
