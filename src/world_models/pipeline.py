@@ -83,18 +83,19 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
 
     def collect() -> dict[str, Any]:
         if k == 0:
-            manifests = rollouts.collect_round(run_dir, config, 0)
+            manifests = rollouts.collect_round(run_dir, config, 0, progress=progress)
         else:
             manifests = rollouts.collect_round(
-                run_dir, config, k, policies=settings.heuristic_policies_later_rounds
-            ) if settings.heuristic_policies_later_rounds else {}
+                run_dir, config, k, policies=settings.heuristic_policies_later_rounds,
+                progress=progress) if settings.heuristic_policies_later_rounds else {}
             if settings.on_policy_episodes:
                 manifests["on_policy"] = rollouts.collect(
                     rollouts.round_dir(run_dir, k, "on_policy"), config.env_id,
                     "on_policy", settings.on_policy_episodes,
                     rollouts.round_seed(config, k, ON_POLICY_SLOT),
                     config.collect.workers, config.collect.max_steps,
-                    dict(run_dir=str(run_dir), noise=settings.on_policy_noise))
+                    dict(run_dir=str(run_dir), noise=settings.on_policy_noise),
+                    progress=progress)
         return {name: _manifest_summary(m) for name, m in manifests.items()}
 
     _run_stage(run_dir, k, "collect", collect)
@@ -106,10 +107,14 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
         "files_written": encode_run(run_dir, progress=progress)})
     _run_stage(run_dir, k, "rnn", lambda: train_rnn(
         run_dir, total_steps=(k + 1) * config.rnn.steps, progress=progress))
-    if k > 0 and not settings.warm_start_es:
-        _run_stage(run_dir, k, "dream_reset", lambda: _reset_search(run_dir))
+    if settings.warm_start_es:  # the search goes on: (k + 1) x the generations in all
+        generations = (k + 1) * config.dream.generations
+    else:  # a fresh search each round; earlier rounds' searches are kept aside
+        generations = config.dream.generations
+        if k > 0:
+            _run_stage(run_dir, k, "dream_reset", lambda: _set_search_aside(run_dir, k))
     _run_stage(run_dir, k, "dream", lambda: evolve(
-        run_dir, total_generations=(k + 1) * config.dream.generations, progress=progress))
+        run_dir, total_generations=generations, progress=progress))
     _run_stage(run_dir, k, "test", lambda: _test(run_dir, config, k, progress))
 
 
@@ -122,9 +127,11 @@ def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
             "return_mean": float(returns.mean()), "return_std": float(returns.std())}
 
 
-def _reset_search(run_dir: Path) -> dict[str, Any]:
-    shutil.rmtree(run_dir / "dream" / "ckpt", ignore_errors=True)
-    return {"reset": True}
+def _set_search_aside(run_dir: Path, k: int) -> dict[str, Any]:
+    aside = run_dir / f"dream_round{k - 1}"
+    if (run_dir / "dream").exists() and not aside.exists():
+        (run_dir / "dream").rename(aside)  # atomic: a killed run finds one or the other
+    return {"kept_aside": str(aside)}
 
 
 def _test(run_dir: Path, config: Config, k: int, progress: bool) -> dict[str, Any]:
