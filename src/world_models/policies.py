@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from world_models.envs import get_spec, make_env
+from world_models.envs import ENVS, get_spec, make_env
 
 
 class Policy(Protocol):
@@ -248,8 +248,12 @@ class PixelDriver:
 
 
 def _require_carracing(env_id: str, name: str) -> None:
-    if env_id != "CarRacing-v3":
-        raise ValueError(f"policy {name!r} drives CarRacing-v3 only, not {env_id!r}")
+    """The env registry says which envs each pixel driver was written for."""
+    if name not in get_spec(env_id).heuristic_policies:
+        drivable = sorted(e for e, spec in ENVS.items() if name in spec.heuristic_policies)
+        raise ValueError(
+            f"policy {name!r} drives {', '.join(drivable)} only, not {env_id!r}"
+        )
 
 
 def make_recovery(
