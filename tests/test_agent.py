@@ -8,7 +8,7 @@ import pytest
 from tiny_run import make_tiny_run
 
 from world_models.agent import Agent, latent_key, load_controller, sample_posterior
-from world_models.config import init_run, make_config
+from world_models.config import init_run, load_run_config, make_config
 from world_models.controller import action_bounds, controller_to_flat, make_controller
 from world_models.envs import get_spec
 from world_models.evaluate import (
@@ -17,10 +17,11 @@ from world_models.evaluate import (
     render_frames,
     world_model_panels,
 )
-from world_models.evolve import SELECTION_SEED, evolve, load_search
+from world_models.evolve import evolve, load_search, real_check
 from world_models.logs import read_metrics
 from world_models.mdnrnn import action_to_input, rnn_from_config
 from world_models.rollouts import evaluate, play_episode
+from world_models.seeds import selection_seeds
 from world_models.vae import ConvVAE, encode_frames
 
 STEPS = 12
@@ -155,11 +156,15 @@ def test_evolve_end_to_end_then_resume(tiny_run):
     search = load_search(tiny_run)
     controller = load_controller(tiny_run, "best")
     np.testing.assert_array_equal(controller_to_flat(controller), search["best_params"])
-    # the kept controller, replayed on the selection seed, scores what its check said
-    replay = evaluate_run(
-        tiny_run, policy="agent", episodes=1, seed=SELECTION_SEED, progress=False
+    # the kept controller, replayed on its check's seeds, scores what the check said
+    config = load_run_config(tiny_run)
+    seeds = selection_seeds(config, round_index=0, check_index=1)
+    replay = real_check(tiny_run, config, search["best_params"], 1, seeds)
+    assert np.mean([r["return"] for r in replay]) == pytest.approx(
+        best["real_score"], abs=1e-4
     )
-    assert replay["mean"] == pytest.approx(best["real_score"], abs=1e-4)
+    with pytest.raises(ValueError, match="test seeds"):  # selection tracks stay apart
+        evaluate_run(tiny_run, episodes=1, seed=seeds.start, progress=False)
 
     resumed = evolve(tiny_run, total_generations=3, progress=False)
     assert resumed["generation"] == 3

@@ -171,7 +171,13 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self):
+        from world_models.seeds import check_seed_plan
+
         _require(self.preset in PRESETS, f"unknown preset {self.preset!r}; known: {PRESETS}")
+        try:
+            check_seed_plan(self)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -362,6 +368,8 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
     A run directory made under another config is refused unless ``fresh``, in which case
     the saved config is replaced (the caller decides which outputs to discard).
     """
+    from world_models.seeds import write_seed_plan
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILENAME
@@ -375,6 +383,7 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
             )
         return saved
     write_atomic_text(path, config.to_json())
+    write_seed_plan(run_dir, config)
     return config
 
 

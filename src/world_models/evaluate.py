@@ -25,6 +25,7 @@ from world_models.envs import get_spec, step_limit
 from world_models.mdnrnn import MDNRNN, action_to_input, load_rnn, mode_next_z
 from world_models.policies import make_policy
 from world_models.rollouts import evaluate, play_episode
+from world_models.seeds import BAND
 from world_models.vae import ConvVAE, encode_frames, load_vae
 
 MODEL_POLICIES = ("agent", "on_policy")  # policies that read V, M and C from the run
@@ -80,6 +81,11 @@ def evaluate_run(
     max_steps = settings.max_steps if max_steps is None else max_steps
     if episodes <= 0:
         raise ValueError(f"episodes must be > 0, got {episodes}")
+    if not 0 <= seed <= BAND - episodes:
+        raise ValueError(
+            f"test seeds must lie in [0, {BAND}): seeds from {BAND} on are the "
+            "selection and collection tracks (see seeds.py)"
+        )
     registered, kwargs = policy_setup(run_dir, policy)
     limit = step_limit(get_spec(config.env_id), max_steps)
     results = evaluate(

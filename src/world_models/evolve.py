@@ -34,11 +34,9 @@ from world_models.dream import Dream, load_dream_starts, make_dream
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
 from world_models.mdnrnn import load_rnn
+from world_models.seeds import selection_seeds
 from world_models.train_rnn_lib import latest_rnn_step
 
-# Real checks use their own seeds: never the collection seeds (collect.seed + i) nor the
-# test seeds (eval.seed + i), so selection cannot overfit the test tracks.
-SELECTION_SEED = 1_000_000
 DREAM_ESTIMATE_ROLLOUTS = 64  # dreams behind the dream's estimate at a real check
 
 
@@ -69,6 +67,7 @@ def initial_search(
             best_real_score=-jnp.inf,
             best_generation=-1,
             rnn_step=-1,  # the M under which best_real_score was measured
+            round_start=0,  # generation at which this round's search began
         )
     )
 
@@ -139,14 +138,16 @@ def _search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
 
 
 def load_search(
-    run_dir: str | os.PathLike, config: Config | None = None
+    run_dir: str | os.PathLike,
+    config: Config | None = None,
+    folder: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """The latest saved search of ``run_dir``: es_state, generation, best_params, ..."""
+    """The latest saved search of ``run_dir`` (or of the search ``folder``, e.g. an
+    earlier round's kept aside): es_state, generation, best_params, ..."""
     config = load_run_config(run_dir) if config is None else config
     _, _, template = _search_template(config)
-    checkpointer = Checkpointer(
-        Path(run_dir) / "dream" / "ckpt", checkpoint_config(config)
-    )
+    folder = Path(run_dir) / "dream" if folder is None else Path(folder)
+    checkpointer = Checkpointer(folder / "ckpt", checkpoint_config(config))
     try:
         return checkpointer.restore(template)
     finally:
@@ -154,17 +155,20 @@ def load_search(
 
 
 def real_check(
-    run_dir: str | os.PathLike, config: Config, params: np.ndarray, workers: int
+    run_dir: str | os.PathLike,
+    config: Config,
+    params: np.ndarray,
+    workers: int,
+    seeds: range,
 ) -> list[dict]:
-    """Real-env episodes of the controller ``params`` on the selection seeds."""
+    """Real-env episodes of the controller ``params`` on selection ``seeds``."""
     from world_models.rollouts import evaluate
 
     spec = get_spec(config.env_id)
-    seeds = [SELECTION_SEED + i for i in range(config.dream.real_eval_episodes)]
     return evaluate(
         config.env_id,
         "agent",
-        seeds,
+        list(seeds),
         workers,
         step_limit(spec, config.eval.max_steps),
         policy_kwargs=dict(
@@ -179,12 +183,18 @@ def evolve(
     workers: int | None = None,
     fresh: bool = False,
     progress: bool = True,
+    round_index: int = 0,
+    start_from: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the dream search of ``run_dir`` up to ``total_generations``
     (default dream.generations); outputs go to ``run_dir``/dream.
 
-    A later pipeline round continues the saved search (its M has been retrained) by
-    asking for more generations. ``fresh`` discards the saved search and starts over.
+    A later pipeline round continues the saved search by asking for more generations;
+    its M has been retrained, so the kept controller is scored again under the new M
+    and CMA-ES restarts from it (σ0), never from a mean that reality rejected. A new
+    search with ``start_from`` (an earlier search's folder) starts from that search's
+    kept controller the same way. ``round_index`` picks the round's selection seeds.
+    ``fresh`` discards the saved search and starts over.
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
@@ -209,12 +219,27 @@ def evolve(
     logger = MetricsLogger(out_dir)
     if checkpointer.latest_step() is not None:
         search = checkpointer.restore(search)
+    elif start_from is not None:
+        kept = load_search(run_dir, config, start_from)["best_params"]
+        search = dict(
+            initial_search(es, es_params, kept, settings.seed),
+            best_params=kept,
+            best_generation=jnp.asarray(0),
+        )
     logger.truncate_after(int(search["generation"]))
     rnn_step = latest_rnn_step(run_dir)
     if int(search["best_generation"]) >= 0 and int(search["rnn_step"]) != rnn_step:
         # The agent acts on M's h, so a score measured under an earlier M (a previous
-        # curriculum round) no longer describes the kept controller: measure it again.
-        search = _rescore_best(run_dir, config, search, logger, workers)
+        # curriculum round) no longer describes the kept controller: measure it again,
+        # and search on from it rather than from a CMA mean that reality rejected.
+        search = _rescore_best(run_dir, config, search, logger, workers, round_index)
+        search = dict(
+            search,
+            es_state=_arrays(
+                es.init(jax.random.key(settings.seed), search["best_params"], es_params)
+            ),
+            round_start=search["generation"],
+        )
     search = dict(search, rnn_step=jnp.asarray(rnn_step))
     root_key = jax.random.key(settings.seed)
     generation = int(search["generation"])
@@ -247,7 +272,9 @@ def evolve(
                 )
             generation += count
             search = dict(search, es_state=es_state, generation=jnp.asarray(generation))
-            search = _check_in_reality(run_dir, config, dream, search, logger, workers)
+            search = _check_in_reality(
+                run_dir, config, dream, search, logger, workers, round_index
+            )
             checkpointer.save(generation, search)
             plot_curves(
                 logger.path,
@@ -272,9 +299,17 @@ def evolve(
 
 
 def _rescore_best(
-    run_dir: Path, config: Config, search: dict, logger: MetricsLogger, workers: int
+    run_dir: Path,
+    config: Config,
+    search: dict,
+    logger: MetricsLogger,
+    workers: int,
+    round_index: int,
 ) -> dict:
-    episodes = real_check(run_dir, config, np.asarray(search["best_params"]), workers)
+    seeds = selection_seeds(config, round_index, check_index=0)
+    episodes = real_check(
+        run_dir, config, np.asarray(search["best_params"]), workers, seeds
+    )
     score = float(np.mean([episode["return"] for episode in episodes]))
     logger.log(int(search["generation"]), best_rescored=score)
     return dict(search, best_real_score=jnp.asarray(score, jnp.float32))
@@ -287,10 +322,15 @@ def _check_in_reality(
     search: dict,
     logger: MetricsLogger,
     workers: int,
+    round_index: int,
 ) -> dict:
     generation = int(search["generation"])
     mean = search["es_state"].mean
-    episodes = real_check(run_dir, config, np.asarray(mean), workers)
+    # Check i of a round (i >= 1) plays its own fresh block; block 0 is the re-score's.
+    since = generation - int(search["round_start"])
+    check_index = -(-since // config.dream.real_eval_every)
+    seeds = selection_seeds(config, round_index, check_index)
+    episodes = real_check(run_dir, config, np.asarray(mean), workers, seeds)
     returns = np.array([episode["return"] for episode in episodes], np.float64)
     estimate, estimate_std = dream_estimate(
         dream,

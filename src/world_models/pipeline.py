@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from world_models.config import Config, init_run, write_atomic_text
+from world_models.seeds import collection_seeds
 
 STAGES = ("collect", "vae", "encode", "rnn", "dream", "test")
 BASELINES = ("brownian", "zero")
-ON_POLICY_SLOT = 9  # seed slot of on-policy episodes, apart from the heuristic drivers
 
 
 def marker_path(run_dir: Path, round_index: int, stage: str) -> Path:
@@ -92,7 +92,8 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
                 manifests["on_policy"] = rollouts.collect(
                     rollouts.round_dir(run_dir, k, "on_policy"), config.env_id,
                     "on_policy", settings.on_policy_episodes,
-                    rollouts.round_seed(config, k, ON_POLICY_SLOT),
+                    collection_seeds(config, k, "on_policy",
+                                     settings.on_policy_episodes).start,
                     config.collect.workers, config.collect.max_steps,
                     dict(run_dir=str(run_dir), noise=settings.on_policy_noise),
                     progress=progress)
@@ -107,14 +108,17 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
         "files_written": encode_run(run_dir, progress=progress)})
     _run_stage(run_dir, k, "rnn", lambda: train_rnn(
         run_dir, total_steps=(k + 1) * config.rnn.steps, progress=progress))
+    start_from = None
     if settings.warm_start_es:  # the search goes on: (k + 1) x the generations in all
         generations = (k + 1) * config.dream.generations
-    else:  # a fresh search each round; earlier rounds' searches are kept aside
+    else:  # a new search each round from the last kept controller; old ones kept aside
         generations = config.dream.generations
         if k > 0:
             _run_stage(run_dir, k, "dream_reset", lambda: _set_search_aside(run_dir, k))
+            start_from = run_dir / f"dream_round{k - 1}"
     _run_stage(run_dir, k, "dream", lambda: evolve(
-        run_dir, total_generations=generations, progress=progress))
+        run_dir, total_generations=generations, progress=progress, round_index=k,
+        start_from=start_from))
     _run_stage(run_dir, k, "test", lambda: _test(run_dir, config, k, progress))
 
 

@@ -34,6 +34,7 @@ from world_models.envs import (
     step_limit,
 )
 from world_models.policies import Policy, PolicyFactory, get_factory
+from world_models.seeds import collection_seeds
 
 MANIFEST = "manifest.json"
 
@@ -483,18 +484,8 @@ def _manifest(
     }
 
 
-ROUND_SEED_STRIDE = 100_000  # round K, policy slot P: seeds seed + K*100000 + P*10000 + i
-POLICY_SEED_STRIDE = 10_000
-
-
 def round_dir(run_dir: str | os.PathLike, round_index: int, policy_name: str) -> Path:
     return Path(run_dir) / "data" / f"round{round_index}" / policy_name
-
-
-def round_seed(config: Config, round_index: int, slot: int) -> int:
-    """First seed of the ``slot``-th policy of round ``round_index``: every policy of
-    every round plays its own tracks."""
-    return config.collect.seed + round_index * ROUND_SEED_STRIDE + slot * POLICY_SEED_STRIDE
 
 
 def collect_round(
@@ -511,14 +502,16 @@ def collect_round(
     settings = config.collect
     manifests: dict[str, Any] = {}
     errors: list[str] = []
-    for slot, name in enumerate(policies or settings.policies):
+    for name in policies or settings.policies:
         try:
             manifests[name] = collect(
                 round_dir(run_dir, round_index, name),
                 config.env_id,
                 name,
                 settings.episodes_per_policy,
-                round_seed(config, round_index, slot),
+                collection_seeds(
+                    config, round_index, name, settings.episodes_per_policy
+                ).start,
                 settings.workers,
                 settings.max_steps,
                 policy_kwargs,

@@ -1,0 +1,140 @@
+"""The seed plan: which real-env seeds (hence which tracks) each purpose plays.
+
+Three bands of ``BAND`` seeds, disjoint by construction:
+
+    test        eval.seed + i                                      band 0
+    selection   BAND + round·ROUND + check·CHECK + i               band 1
+    collection  2·BAND + collect.seed + round·ROUND + slot·POLICY + i   band 2
+
+A policy's collection slot comes from its name (``COLLECTION_SLOTS``), not from its
+position in a list, so collecting one policy alone plays the same tracks as collecting
+it among others. Each real check of the dream search plays a fresh block of selection
+seeds. ``check_seed_plan`` refuses a config whose blocks would spill out of their band
+or into each other; ``seed_plan`` lists every range and is saved as ``RUN/seeds.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+BAND = 100_000_000
+ROUND_STRIDE = 1_000_000
+POLICY_STRIDE = 100_000
+CHECK_STRIDE = 1_000
+SELECTION_BASE = BAND
+COLLECTION_BASE = 2 * BAND
+COLLECTION_SLOTS = ("brownian", "recovery", "aggressive", "on_policy", "agent")
+MAX_ROUNDS = BAND // ROUND_STRIDE
+MAX_CHECKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
+SEED_PLAN_FILENAME = "seeds.json"
+
+
+def test_seeds(config: Any, episodes: int | None = None) -> range:
+    """The published score's seeds: eval.seed, eval.seed + 1, ..."""
+    count = config.eval.episodes if episodes is None else episodes
+    return range(config.eval.seed, config.eval.seed + count)
+
+
+test_seeds.__test__ = False  # not a pytest test despite its name
+
+
+def collection_slot(policy_name: str) -> int:
+    if policy_name not in COLLECTION_SLOTS:
+        raise ValueError(
+            f"policy {policy_name!r} has no collection seed slot; known: "
+            f"{', '.join(COLLECTION_SLOTS)} (add it to seeds.COLLECTION_SLOTS)"
+        )
+    return COLLECTION_SLOTS.index(policy_name)
+
+
+def collection_seeds(
+    config: Any, round_index: int, policy_name: str, episodes: int
+) -> range:
+    """Seeds of ``episodes`` collection episodes of ``policy_name`` in a round."""
+    first = (
+        COLLECTION_BASE
+        + config.collect.seed
+        + round_index * ROUND_STRIDE
+        + collection_slot(policy_name) * POLICY_STRIDE
+    )
+    return range(first, first + episodes)
+
+
+def selection_seeds(config: Any, round_index: int, check_index: int) -> range:
+    """A fresh block of seeds for real check ``check_index`` of a round's search."""
+    if not 0 <= check_index < MAX_CHECKS_PER_ROUND:
+        raise ValueError(
+            f"real check {check_index} of a round is past the seed plan's "
+            f"{MAX_CHECKS_PER_ROUND} blocks: raise dream.real_eval_every"
+        )
+    first = SELECTION_BASE + round_index * ROUND_STRIDE + check_index * CHECK_STRIDE
+    return range(first, first + config.dream.real_eval_episodes)
+
+
+def checks_per_round(config: Any) -> int:
+    """A round's real checks: one per block of its dream.generations, plus the
+    re-score of the kept controller under the round's new M."""
+    return math.ceil(config.dream.generations / config.dream.real_eval_every) + 1
+
+
+def check_seed_plan(config: Any) -> None:
+    """Raise ValueError if some purpose's seeds could leave their block or band."""
+    problems = []
+    if not 0 <= config.eval.seed <= BAND - config.eval.episodes:
+        problems.append(f"eval.seed must be in [0, {BAND - config.eval.episodes}]")
+    per_policy = max(config.collect.episodes_per_policy,
+                     config.pipeline.on_policy_episodes)
+    if not 0 <= config.collect.seed <= POLICY_STRIDE - per_policy:
+        problems.append(
+            f"collect.seed + episodes per policy ({per_policy}) must fit in "
+            f"[0, {POLICY_STRIDE}]"
+        )
+    if config.pipeline.rounds > MAX_ROUNDS:
+        problems.append(f"pipeline.rounds must be <= {MAX_ROUNDS}")
+    if config.dream.real_eval_episodes > CHECK_STRIDE:
+        problems.append(f"dream.real_eval_episodes must be <= {CHECK_STRIDE}")
+    if checks_per_round(config) > MAX_CHECKS_PER_ROUND:
+        problems.append(
+            f"too many real checks per round ({checks_per_round(config)} > "
+            f"{MAX_CHECKS_PER_ROUND}): raise dream.real_eval_every"
+        )
+    if problems:
+        raise ValueError("seed plan: " + "; ".join(problems))
+
+
+def seed_plan(config: Any) -> dict[str, Any]:
+    """Every seed range of the run, per purpose, as [first, last] pairs."""
+    check_seed_plan(config)
+
+    def span(seeds: range) -> list[int]:
+        return [seeds.start, seeds.stop - 1]
+
+    collection = {}
+    for round_index in range(config.pipeline.rounds):
+        for policy in COLLECTION_SLOTS:
+            episodes = (config.pipeline.on_policy_episodes if policy == "on_policy"
+                        else config.collect.episodes_per_policy)
+            collection[f"round{round_index}/{policy}"] = span(
+                collection_seeds(config, round_index, policy, episodes)
+            )
+    selection = {
+        f"round{k}": [
+            selection_seeds(config, k, 0).start,
+            selection_seeds(config, k, checks_per_round(config) - 1).stop - 1,
+        ]
+        for k in range(config.pipeline.rounds)
+    }
+    return dict(test=span(test_seeds(config)), selection=selection,
+                collection=collection)
+
+
+def write_seed_plan(run_dir: str | os.PathLike, config: Any) -> Path:
+    from world_models.config import write_atomic_text
+
+    path = Path(run_dir) / SEED_PLAN_FILENAME
+    write_atomic_text(path, json.dumps(seed_plan(config), indent=2))
+    return path

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+
+from world_models import seeds
+from world_models.config import PRESETS, ConfigError, init_run, make_config
+from world_models.envs import ENVS
+from world_models.rollouts import collect_round
+
+
+def _every_seed_by_purpose(config) -> dict[str, list[range]]:
+    collection = [
+        seeds.collection_seeds(
+            config, k, policy,
+            config.pipeline.on_policy_episodes if policy == "on_policy"
+            else config.collect.episodes_per_policy,
+        )
+        for k in range(config.pipeline.rounds)
+        for policy in seeds.COLLECTION_SLOTS
+    ]
+    selection = [
+        seeds.selection_seeds(config, k, check)
+        for k in range(config.pipeline.rounds)
+        for check in range(seeds.checks_per_round(config))
+    ]
+    return dict(test=[seeds.test_seeds(config)], collection=collection,
+                selection=selection)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("rounds", [1, 2, 5, 17, 100])
+def test_every_seed_of_every_purpose_is_used_once(preset, rounds):
+    config = make_config(preset, overrides=[f"pipeline.rounds={rounds}"])
+    every = [s for blocks in _every_seed_by_purpose(config).values()
+             for block in blocks for s in block]
+    assert len(every) == len(set(every))  # no seed plays two roles or two blocks
+
+
+@pytest.mark.parametrize("env_id", sorted(ENVS))
+def test_default_plans_of_every_env_are_valid(env_id):
+    for preset in PRESETS:
+        config = make_config(preset, env_id)
+        plan = seeds.seed_plan(config)
+        assert plan["test"] == [config.eval.seed,
+                                config.eval.seed + config.eval.episodes - 1]
+
+
+@pytest.mark.parametrize("bad", [
+    "eval.seed=200000000",                       # test seeds inside the collection band
+    "collect.seed=99999",                        # would spill into the next policy slot
+    "pipeline.rounds=101",
+    "dream.real_eval_episodes=1001",
+    "dream.real_eval_every=1",                   # more checks than a round holds
+])
+def test_plans_that_could_overlap_are_refused(bad):
+    overrides = [bad] + (["dream.generations=2000"] if "every" in bad else [])
+    with pytest.raises(ConfigError, match="seed plan"):
+        make_config("quick", overrides=overrides)
+
+
+def test_a_policy_plays_its_own_tracks_alone_or_in_a_round(tmp_path):
+    config = init_run(tmp_path / "run", make_config("smoke", overrides=[
+        "collect.policies=brownian,recovery", "collect.max_steps=5"]))
+    together = collect_round(tmp_path / "run", config, 0, progress=False)
+    alone = init_run(tmp_path / "alone", config)
+    recovery_alone = collect_round(tmp_path / "alone", alone, 0, ["recovery"],
+                                   progress=False)
+    assert recovery_alone["recovery"]["seeds"] == together["recovery"]["seeds"]
+    assert set(together["recovery"]["seeds"]).isdisjoint(together["brownian"]["seeds"])
+
+
+def test_run_directory_records_its_seed_plan(tmp_path):
+    config = init_run(tmp_path, make_config("quick", overrides=["pipeline.rounds=3"]))
+    recorded = json.loads((tmp_path / seeds.SEED_PLAN_FILENAME).read_text())
+    assert recorded == seeds.seed_plan(config)
+    assert set(recorded["selection"]) == {"round0", "round1", "round2"}
