@@ -1,13 +1,20 @@
 import functools
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from tiny_run import make_tiny_run
 
-from world_models.agent import Agent, latent_key, load_controller, sample_posterior
+from world_models.agent import (
+    Agent,
+    latent_key,
+    load_controller,
+    make_agent,
+    sample_posterior,
+)
 from world_models.config import init_run, load_run_config, make_config
 from world_models.controller import action_bounds, controller_to_flat, make_controller
 from world_models.envs import get_spec
@@ -19,10 +26,12 @@ from world_models.evaluate import (
 )
 from world_models.evolve import evolve, load_search, real_check
 from world_models.logs import read_metrics
-from world_models.mdnrnn import action_to_input, rnn_from_config
+from world_models.mdnrnn import action_to_input, load_rnn, rnn_from_config
 from world_models.rollouts import evaluate, play_episode
 from world_models.seeds import selection_seeds
-from world_models.vae import ConvVAE, encode_frames
+from world_models.train_rnn_lib import latest_rnn_step, train_rnn
+from world_models.vae import ConvVAE, encode_frames, load_vae
+from world_models.vae_training import checkpointer, initial_state
 
 STEPS = 12
 
@@ -190,3 +199,37 @@ def test_agent_of_a_run_scores_reproducibly_on_the_pool(tiny_run):
     assert first["max_steps"] == 10 and all(r["length"] <= 10 for r in first["results"])
     video = record_video(run_dir, seed=3, policy="zero", video_format="gif")
     assert video.suffix == ".gif" and video.stat().st_size > 0
+
+
+def _arrays(model):
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+def _same(a, b):
+    pairs = zip(_arrays(a), _arrays(b), strict=True)
+    return all(np.array_equal(x, y) for x, y in pairs)
+
+
+def test_agents_made_after_retraining_act_with_the_new_checkpoints(tmp_path):
+    run = make_tiny_run(tmp_path / "run")
+    first = make_agent("CarRacing-v3", str(run), controller="zero")
+    again = make_agent("CarRacing-v3", str(run), controller="zero")
+    assert again.rnn is first.rnn and again.vae is first.vae  # one load per round
+
+    train_rnn(run, total_steps=6, progress=False)  # the next round retrains M
+    assert latest_rnn_step(run) == 6
+    retrained = make_agent("CarRacing-v3", str(run), controller="zero")
+    assert _same(retrained.rnn, load_rnn(run))
+    assert not _same(retrained.rnn, first.rnn)
+
+    config = load_run_config(run).vae  # and retrains V (pipeline.retrain_vae)
+    state = initial_state(config)
+    state["model"] = jax.tree.map(
+        lambda x: x + 0.01 if eqx.is_inexact_array(x) else x, state["model"]
+    )
+    saver = checkpointer(run, config)
+    saver.save(1, state)
+    saver.close()
+    revised = make_agent("CarRacing-v3", str(run), controller="zero")
+    assert _same(revised.vae, load_vae(run))
+    assert not _same(revised.vae, first.vae)

@@ -12,7 +12,13 @@ from jax import lax
 
 from world_models.checkpoint import CheckpointError
 from world_models.config import init_run, make_config
-from world_models.data import list_episodes, load_latents, save_episode
+from world_models.data import (
+    EpisodeError,
+    list_episodes,
+    load_episode,
+    load_latents,
+    save_episode,
+)
 from world_models.vae import (
     ConvVAE,
     count_parameters,
@@ -301,3 +307,27 @@ def test_process_data_mirrors_data_and_is_idempotent(tmp_path):
     shutil.rmtree(run / "vae")
     with pytest.raises(CheckpointError):
         encode_run(run, progress=False)
+
+
+def test_reencoding_killed_midway_leaves_no_latents_of_the_old_vae(tmp_path):
+    run = _make_run(tmp_path / "run", steps=3)
+    train_vae(run, progress=False)
+    assert encode_run(run, batch_size=4, progress=False) == 3
+    old = [load_latents(p)["mu"] for p in list_episodes(run / "latents")]
+    train_vae(run, total_steps=6, progress=False)  # a retrained V, step 6
+
+    episodes = list_episodes(run / "data")
+    saved = episodes[1].read_bytes()
+    episodes[1].write_bytes(b"torn")  # the pass dies after encoding the first file
+    with pytest.raises(EpisodeError):
+        encode_run(run, batch_size=4, progress=False)
+    episodes[1].write_bytes(saved)
+    encode_run(run, batch_size=4, progress=False)
+
+    vae = load_vae(run)
+    for path, stale in zip(episodes, old, strict=True):
+        latents = load_latents(run / "latents" / path.relative_to(run / "data"))
+        mu, logvar = encode_frames(vae, load_episode(path)["obs"], 4)
+        np.testing.assert_array_equal(latents["mu"], mu)
+        np.testing.assert_array_equal(latents["logvar"], logvar)
+        assert not np.array_equal(latents["mu"], stale)

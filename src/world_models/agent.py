@@ -16,8 +16,8 @@ Registered policies (``policies.make_policy``):
 
 from __future__ import annotations
 
-import functools
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +39,9 @@ from world_models.controller import (
 from world_models.envs import EnvSpec, get_spec
 from world_models.mdnrnn import MDNRNN, MDNOutput, action_to_input, load_rnn
 from world_models.policies import register_policy
+from world_models.train_rnn_lib import latest_rnn_step
 from world_models.vae import ConvVAE, frames_to_float, load_vae
+from world_models.vae_training import checkpointer as vae_checkpointer
 
 CONTROLLER_SOURCES = ("best", "mean", "zero")
 
@@ -130,9 +132,41 @@ class Agent:
         return taken
 
 
-@functools.lru_cache(maxsize=2)
+_CACHED_RUNS = 2
+# run_dir -> ((V step, M step), models): one entry per run, so a newer checkpoint
+# replaces the models it supersedes instead of keeping them alive.
+_model_cache: OrderedDict[
+    str, tuple[tuple[int | None, int | None], tuple[Config, ConvVAE, MDNRNN]]
+] = OrderedDict()
+
+
+def _checkpoint_steps(run_dir: str) -> tuple[int | None, int | None]:
+    """Steps of the latest V and M checkpoints of ``run_dir``."""
+    vae_checkpoints = vae_checkpointer(run_dir, load_run_config(run_dir).vae)
+    try:
+        vae_step = vae_checkpoints.latest_step()
+    finally:
+        vae_checkpoints.close()
+    return vae_step, latest_rnn_step(run_dir)
+
+
 def _load_models(run_dir: str) -> tuple[Config, ConvVAE, MDNRNN]:
-    return load_run_config(run_dir), load_vae(run_dir), load_rnn(run_dir)
+    """Config, V and M of ``run_dir``, loaded once per pair of checkpoint steps.
+
+    A later curriculum round that retrains M (or V) writes a new checkpoint; agents
+    made afterwards in the same process must act with it, not with the first load.
+    """
+    steps = _checkpoint_steps(run_dir)
+    cached = _model_cache.get(run_dir)
+    if cached is not None and cached[0] == steps:
+        _model_cache.move_to_end(run_dir)
+        return cached[1]
+    models = load_run_config(run_dir), load_vae(run_dir), load_rnn(run_dir)
+    _model_cache[run_dir] = (steps, models)
+    _model_cache.move_to_end(run_dir)
+    while len(_model_cache) > _CACHED_RUNS:
+        _model_cache.popitem(last=False)
+    return models
 
 
 def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Controller:

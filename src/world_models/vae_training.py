@@ -284,7 +284,9 @@ def encode_run(
 
     The latents folder mirrors data/. Idempotent: a latent file already written by the
     same VAE checkpoint (recorded in latents/manifest.json) is kept; a newer VAE
-    re-encodes everything. Returns the number of files written.
+    re-encodes everything: its targets are deleted before the manifest names the new
+    VAE, so a pass killed midway leaves no file of the old VAE for a re-run to keep.
+    Returns the number of files written.
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir).vae
@@ -298,12 +300,17 @@ def encode_run(
     same_vae = manifest_path.exists() and (
         json.loads(manifest_path.read_text()).get("vae_step") == vae_step
     )
-    latent_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic_text(manifest_path, json.dumps({"vae_step": vae_step}))
+    targets = [latent_dir / path.relative_to(data_dir) for path in episodes]
+    if not same_vae:
+        for target in targets:
+            target.unlink(missing_ok=True)
+        latent_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic_text(manifest_path, json.dumps({"vae_step": vae_step}))
     written = 0
-    for path in tqdm(episodes, desc="encode", disable=not progress):
-        target = latent_dir / path.relative_to(data_dir)
-        if same_vae and target.exists() and _readable_latents(target):
+    for path, target in tqdm(
+        zip(episodes, targets), total=len(episodes), desc="encode", disable=not progress
+    ):
+        if target.exists() and _readable_latents(target):
             continue
         episode = load_episode(path)
         mu, logvar = encode_frames(vae, episode["obs"], batch_size)
