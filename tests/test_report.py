@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -111,6 +112,19 @@ def test_report_shows_the_heads_of_m_when_logged(run):
     assert ("M's reward and termination heads (validation, step 5): "
             "val_return_pred_mean 12.5, val_return_true_mean 20.25, "
             "val_return_corr 0.625, val_return_ratio 0.5, val_done_auroc 0.875.") in report
+
+
+def test_calibration_plot_is_redrawn_only_when_a_log_changed(run):
+    run_dir = run["run_dir"]
+    plot = run_dir / "dream" / "calibration.png"
+    write_report(run_dir)
+    drawn = plot.stat().st_mtime_ns
+    write_report(run_dir)  # a re-run of a finished pipeline leaves it alone
+    assert plot.stat().st_mtime_ns == drawn
+    log = run_dir / "dream_round0" / "metrics.jsonl"
+    os.utime(log, ns=(drawn + 10**9, drawn + 10**9))
+    write_report(run_dir)
+    assert plot.stat().st_mtime_ns > drawn
 
 
 def test_rounds_on_other_seeds_are_not_paired(run):

@@ -116,12 +116,22 @@ def plot_calibration(checks: list[Check], out_png: str | os.PathLike) -> None:
 
 
 def write_calibration_plot(run_dir: str | os.PathLike) -> Path | None:
-    """dream/calibration.png from every search's checks; None when there is none."""
-    checks = read_checks(run_dir)
+    """dream/calibration.png from every search's checks; None when there is none.
+
+    Left as it is when newer than every search's log, so re-running a finished
+    pipeline (which rewrites the report) changes no file outside report.md.
+    """
     folder = Path(run_dir) / "dream"
+    path = folder / PLOT_NAME
+    logs = [d / METRICS_FILENAME for d in search_dirs(run_dir)
+            if (d / METRICS_FILENAME).exists()]
+    if path.exists() and all(
+        log.stat().st_mtime_ns <= path.stat().st_mtime_ns for log in logs
+    ):
+        return path
+    checks = read_checks(run_dir)
     if not checks or not folder.is_dir():
         return None
-    path = folder / PLOT_NAME
     plot_calibration(checks, path)
     return path
 
