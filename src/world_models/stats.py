@@ -1,8 +1,8 @@
 """Small statistics for scores over seeded episodes (numpy only).
 
-Returns of one policy over seeds s..s+n-1 are i.i.d. draws, so their mean has a standard
-error; two policies played on the same seeds are compared per seed (a paired difference),
-which removes the variance the tracks themselves put into both.
+Returns of one policy over seeds s..s+n-1 are i.i.d. draws, so their mean has a
+standard error; two policies played on the same seeds are compared per seed (a paired
+difference), which removes the variance the tracks themselves put into both.
 """
 
 from __future__ import annotations
