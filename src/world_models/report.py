@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from world_models.calibration import (
+    PLOT_NAME,
+    calibration_section,
+    write_calibration_plot,
+)
 from world_models.config import load_run_config, write_atomic_text
 from world_models.logs import read_metrics
 from world_models.pipeline import STAGES
+from world_models.stats import paired_difference, summarize
 
 
 def _markers(run_dir: Path) -> list[dict[str, Any]]:
@@ -30,10 +37,44 @@ def _latest(rows: list[dict[str, Any]], prefix: str) -> dict[str, tuple[int, flo
     return latest
 
 
-def _score(result: dict[str, Any] | None) -> str:
-    if not result:
+def _eval_results(run_dir: Path, name: str) -> list[dict[str, Any]] | None:
+    """Per-seed results of eval/NAME.json (test_agent.py), None if not there."""
+    path = run_dir / "eval" / f"{name}.json"
+    return json.loads(path.read_text())["results"] if path.exists() else None
+
+
+def _score(result: dict[str, Any] | None,
+           episodes: list[dict[str, Any]] | None = None) -> str:
+    if episodes:
+        s = summarize(e["return"] for e in episodes)
+        mean, std, sem, n = s.mean, s.std, s.sem, s.n
+    elif result:
+        mean, std, n = result["mean"], result["std"], result["episodes"]
+        # The marker keeps the ddof=0 std; the standard error follows from it exactly.
+        sem = std / math.sqrt(n - 1) if n > 1 else math.nan
+    else:
         return "–"
-    return f"{result['mean']:.1f} ± {result['std']:.1f} (n={result['episodes']})"
+    return f"{mean:.1f} ± {std:.1f} (SE {sem:.1f}, n={n})"
+
+
+def _paired_rows(run_dir: Path, rounds: list[int]) -> list[str]:
+    """Round k's agent minus round k-1's, episode by episode on the same seeds."""
+    rows = []
+    for k in rounds:
+        if k - 1 not in rounds:
+            continue
+        now = _eval_results(run_dir, f"round{k}_agent")
+        before = _eval_results(run_dir, f"round{k - 1}_agent")
+        if now is None or before is None:
+            continue
+        try:
+            d = paired_difference(now, before)
+        except ValueError as error:
+            rows.append(f"| {k} − {k - 1} | not paired: {error} | | | |")
+            continue
+        rows.append(f"| {k} − {k - 1} | {d.mean:+.1f} | {d.sem:.1f} | {d.t:+.2f} "
+                    f"| {d.n} |")
+    return rows
 
 
 def _links(run_dir: Path, pattern: str) -> list[str]:
@@ -60,12 +101,16 @@ def render_report(run_dir: str | Path) -> str:
                              f"{s['frames']} | {s['return_mean']:.1f} ± {s['return_std']:.1f} |")
     lines.append("")
 
+    last_seed = config.eval.seed + config.eval.episodes - 1
     lines += ["## Real score per round", "",
-              f"Mean ± std over the same {config.eval.episodes} seeded episodes "
-              f"(seeds {config.eval.seed}..{config.eval.seed + config.eval.episodes - 1}).",
+              (f"Mean ± std (population std, ddof 0) over the same "
+               f"{config.eval.episodes} seeded episodes (seeds {config.eval.seed}.."
+               f"{last_seed}); SE is the standard error of the mean "
+               "(ddof 1 std / √n)."),
               "", "| round | agent (dream-trained C) | brownian | zero controller "
               "| kept C: generation (its selection score) |", "|---|---|---|---|---|"]
     baselines: dict[str, Any] = {}
+    brownian, zero = _eval_results(run_dir, "brownian"), _eval_results(run_dir, "zero")
     searches = {r["round"]: r["summary"] for r in markers if r["stage"] == "dream"}
     for record in markers:
         if record["stage"] == "test":
@@ -73,10 +118,21 @@ def render_report(run_dir: str | Path) -> str:
             search = searches.get(record["round"], {})
             kept = (f"{search['best_generation']} ({search['best_real_score']:.1f})"
                     if "best_generation" in search else "–")
-            lines.append(f"| {record['round']} | {_score(record['summary'].get('agent'))} | "
-                         f"{_score(baselines.get('brownian'))} | "
-                         f"{_score(baselines.get('zero'))} | {kept} |")
+            agent = _score(record["summary"].get("agent"),
+                           _eval_results(run_dir, f"round{record['round']}_agent"))
+            lines.append(f"| {record['round']} | {agent} | "
+                         f"{_score(baselines.get('brownian'), brownian)} | "
+                         f"{_score(baselines.get('zero'), zero)} | {kept} |")
     lines.append("")
+    tested = [r["round"] for r in markers if r["stage"] == "test"]
+    paired = _paired_rows(run_dir, tested)
+    if paired:
+        lines += [("Agent of round k minus agent of round k − 1, paired by seed (t has "
+                   "n − 1 degrees of freedom):"), "",
+                  "| rounds | mean difference | SE | t | n |", "|---|---|---|---|---|"]
+        lines += paired + [""]
+
+    lines += calibration_section(run_dir)
 
     lines += ["## Training", ""]
     for name, title in (("vae", "V (ConvVAE)"), ("rnn", "M (MDN-RNN)"),
@@ -93,7 +149,9 @@ def render_report(run_dir: str | Path) -> str:
                                    for k, (step, v) in sorted(latest.items()))
                 lines.append(f"- {prefix.rstrip('_')}: {values}")
         lines.append("")
-        lines += _links(run_dir, f"{name}/*.png")
+        # the calibration plot is shown in its own section
+        lines += [link for link in _links(run_dir, f"{name}/*.png")
+                  if not link.endswith(f"/{PLOT_NAME})")]
         lines.append("")
 
     lines += ["## Wall time per stage", "", "| round | stage | seconds |", "|---|---|---|"]
@@ -115,6 +173,7 @@ def render_report(run_dir: str | Path) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
+    write_calibration_plot(run_dir)
     path = Path(run_dir) / "report.md"
     write_atomic_text(path, render_report(run_dir))
     return path
