@@ -200,14 +200,16 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
         }
     if preset == "quick":
         return {
+            # Collection, M's windows, the dream and the test all span the env's whole
+            # episode (1000 steps), so C never meets an h that M was not trained on.
             "collect": dict(policies=("brownian", "recovery", "aggressive"),
-                            episodes_per_policy=16, max_steps=400),
+                            episodes_per_policy=16, max_steps=0),
             "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
-            "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
-                        checkpoint_every=500),
-            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=20, real_eval_episodes=4, chunk_size=256),
-            "eval": dict(episodes=20, max_steps=1000),
+            "rnn": dict(batch_size=16, seq_len=1000, steps=400, eval_every=100,
+                        checkpoint_every=100),
+            "dream": dict(population=64, rollouts=16, generations=40, max_steps=0,
+                          real_eval_every=10, real_eval_episodes=8, chunk_size=256),
+            "eval": dict(episodes=100, max_steps=0),
             "pipeline": dict(on_policy_episodes=8),
         }
     if preset == "full":

@@ -108,10 +108,19 @@ class MDNRNN(eqx.Module):
         actions: Float[Array, "t a"],
         state: LSTMState | None = None,
     ) -> tuple[LSTMState, MDNOutput]:
-        """``step`` over a sequence; outputs carry a leading time axis."""
+        """``step`` over a sequence; outputs carry a leading time axis.
+
+        Only the LSTM recurrence is sequential: the head runs once over every step's h.
+        """
         if state is None:
             state = self.initial_state()
-        return jax.lax.scan(lambda carry, x: self.step(carry, *x), state, (zs, actions))
+
+        def advance(carry, x):
+            carry = self._advance(carry, *x)
+            return carry, carry[0]
+
+        state, hs = jax.lax.scan(advance, state, (zs, actions))
+        return state, jax.vmap(self._predict)(hs)
 
 
 def mdn_log_prob(
