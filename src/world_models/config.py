@@ -110,6 +110,7 @@ class DreamConfig:
     sigma0: float = 0.1
     generations: int = 200
     temperature: float = 1.0
+    dropout: float = 0.0  # per-rollout dropout mask on the h M's head reads
     max_steps: int = 1000  # dream horizon; 0 means the environment's step limit
     real_eval_every: int = 25
     real_eval_episodes: int = 4
@@ -124,6 +125,7 @@ class DreamConfig:
         _require(self.sigma0 > 0, "dream.sigma0 must be > 0")
         _require(self.generations >= 0, "dream.generations must be >= 0")
         _require(self.temperature > 0, "dream.temperature must be > 0")
+        _require(0 <= self.dropout < 1, "dream.dropout must be in [0, 1)")
         _require(self.max_steps >= 0, "dream.max_steps must be >= 0")
         _require(self.real_eval_every > 0, "dream.real_eval_every must be > 0")
         _require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")

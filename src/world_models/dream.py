@@ -14,7 +14,12 @@ after it is. A threshold rather than a Bernoulli draw keeps a badly calibrated,
 uniformly small termination probability from killing dreams at random.
 
 Common random numbers: rollout r of every candidate uses the same key, hence the same
-start state and the same noise sequence (component choice and Gaussian noise per step).
+start state, the same noise sequence (component choice and Gaussian noise per step) and
+the same dropout mask.
+
+Dropout (``dropout`` > 0): each rollout draws one mask over the h that M's head reads
+(``mdnrnn.dropout_mask``), so every dream is played in a slightly different world model
+and a controller cannot tune itself to one model's quirks.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from world_models.controller import Controller, act, controller_from_flat
 from world_models.data import list_episodes, load_latents
 from world_models.envs import EnvSpec
-from world_models.mdnrnn import MDNRNN, action_to_input, sample_next_z
+from world_models.mdnrnn import MDNRNN, action_to_input, dropout_mask, sample_next_z
 
 
 class Dream(eqx.Module):
@@ -44,6 +49,7 @@ class Dream(eqx.Module):
     spec: EnvSpec = eqx.field(static=True)
     horizon: int = eqx.field(static=True)
     temperature: float = eqx.field(static=True)
+    dropout: float = eqx.field(static=True, default=0.0)
     done_threshold: float = eqx.field(static=True, default=0.5)
 
     def __check_init__(self):
@@ -62,6 +68,8 @@ class Dream(eqx.Module):
                 f"horizon ({self.horizon}) and temperature "
                 f"({self.temperature}) must be > 0"
             )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dream dropout must be in [0, 1), got {self.dropout}")
 
     def sample_start(self, key: PRNGKeyArray) -> Float[Array, " z"]:
         """z_0 ~ N(mu, exp(logvar)) of a uniformly chosen real episode start."""
@@ -75,13 +83,16 @@ class Dream(eqx.Module):
     ) -> tuple[Float[Array, ""], Float[Array, ""]]:
         """(dream return, steps lived) of the controller with flat ``params``."""
         controller = controller_from_flat(self.template, params)
-        start_key, noise_key = jax.random.split(key)
+        start_key, noise_key, mask_key = jax.random.split(key, 3)
+        head_mask = dropout_mask(mask_key, self.rnn.hidden_size, self.dropout)
         done_logit_threshold = jnp.log(self.done_threshold / (1 - self.done_threshold))
 
         def step(carry, t):
             state, z, alive, total, length = carry
             action = act(controller, z, state[0], self.spec)
-            state, out = self.rnn.step(state, z, action_to_input(action, self.spec))
+            state, out = self.rnn.step(
+                state, z, action_to_input(action, self.spec), head_mask
+            )
             total = total + jnp.where(alive, out.reward, 0.0)
             length = length + alive
             alive = alive & (out.done_logit <= done_logit_threshold)
@@ -158,6 +169,7 @@ def make_dream(
     spec: EnvSpec,
     horizon: int,
     temperature: float,
+    dropout: float = 0.0,
 ) -> Dream:
     mu, logvar = starts
     return Dream(
@@ -168,4 +180,5 @@ def make_dream(
         spec,
         horizon,
         float(temperature),
+        float(dropout),
     )

@@ -212,6 +212,7 @@ def evolve(
         spec,
         horizon=step_limit(spec, settings.max_steps),
         temperature=settings.temperature,
+        dropout=settings.dropout,
     )
     if fresh:
         shutil.rmtree(out_dir / "ckpt", ignore_errors=True)

@@ -86,27 +86,36 @@ class MDNRNN(eqx.Module):
     def _advance(self, state: LSTMState, z: Array, action: Array) -> LSTMState:
         return self.cell(jnp.concatenate([z, action.astype(z.dtype)]), state)
 
-    def _predict(self, h: Float[Array, " hidden"]) -> MDNOutput:
-        raw = self.head(h)
+    def _predict(
+        self, h: Float[Array, " hidden"], head_mask: Array | None = None
+    ) -> MDNOutput:
+        raw = self.head(h if head_mask is None else h * head_mask)
         mixture = raw[:-2].reshape(3, self.z_dim, self.num_mixtures)
         log_sigma = jnp.clip(mixture[2], self.log_std_min, self.log_std_max)
         return MDNOutput(mixture[0], mixture[1], log_sigma, raw[-2], raw[-1])
 
     def step(
-        self, state: LSTMState, z: Float[Array, " z"], action: Float[Array, " a"]
+        self,
+        state: LSTMState,
+        z: Float[Array, " z"],
+        action: Float[Array, " a"],
+        head_mask: Float[Array, " hidden"] | None = None,
     ) -> tuple[LSTMState, MDNOutput]:
         """One step: (h_t, z_t, a_t) -> (h_{t+1}, prediction of z_{t+1}, r_t, done_t).
 
         ``action`` is the float vector from ``action_to_input`` (one-hot if discrete).
+        ``head_mask`` (see ``dropout_mask``) multiplies the h the head reads; the
+        returned state is never masked.
         """
         state = self._advance(state, z, action)
-        return state, self._predict(state[0])
+        return state, self._predict(state[0], head_mask)
 
     def __call__(
         self,
         zs: Float[Array, "t z"],
         actions: Float[Array, "t a"],
         state: LSTMState | None = None,
+        head_mask: Float[Array, " hidden"] | None = None,
     ) -> tuple[LSTMState, MDNOutput]:
         """``step`` over a sequence; outputs carry a leading time axis.
 
@@ -120,7 +129,20 @@ class MDNRNN(eqx.Module):
             return carry, carry[0]
 
         state, hs = jax.lax.scan(advance, state, (zs, actions))
-        return state, jax.vmap(self._predict)(hs)
+        return state, jax.vmap(lambda h: self._predict(h, head_mask))(hs)
+
+
+def dropout_mask(
+    key: PRNGKeyArray, hidden_size: int, rate: float
+) -> Float[Array, " hidden"]:
+    """Inverted-dropout mask over h: each unit kept with probability 1 - rate and then
+    scaled by 1 / (1 - rate), so M's expected prediction is unchanged. One mask serves a
+    whole sequence (a training window, a dream), making each one a slightly different
+    world model rather than noise that averages out within a rollout."""
+    if rate == 0:
+        return jnp.ones((hidden_size,), jnp.float32)
+    keep = jax.random.bernoulli(key, 1.0 - rate, (hidden_size,))
+    return keep.astype(jnp.float32) / (1.0 - rate)
 
 
 def mdn_log_prob(
