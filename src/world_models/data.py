@@ -403,8 +403,8 @@ class SequenceSampler:
     left-aligned (row 0 is its first real step), zero-padded and masked after them. Each
     step is in exactly L of an episode's T + L - 1 windows, so its first and last steps
     are trained on as often as its middle. A window with s <= 0 starts at the episode's
-    true start, where M's state h = 0 matches the agent's reset; others start mid-episode
-    from h = 0, as before.
+    true start, where M's state h = 0 matches the agent's reset; the others start
+    mid-episode from h = 0, as before.
 
     ``epoch_batches()`` tiles every episode into consecutive windows (the last one
     padded) covering each step exactly once: use it for a deterministic validation loss.

@@ -86,9 +86,9 @@ def sequence_loss(
         asymmetric_reward_error(outputs.reward, batch["rewards"], rnn.optimism_weight),
         mask,
     )
-    done_weight = jnp.where(batch["terminated"], rnn.done_pos_weight, 1.0)
+    step_weight = jnp.where(batch["terminated"], rnn.done_pos_weight, 1.0)
     done = _masked_mean(
-        done_weight * termination_bce(outputs.done_logit, batch["terminated"]), mask
+        step_weight * termination_bce(outputs.done_logit, batch["terminated"]), mask
     )
     total = nll + rnn.reward_weight * reward + rnn.done_weight * done
     return total, dict(loss=total, nll=nll, reward_loss=reward, done_loss=done)
@@ -380,7 +380,13 @@ def _plot(out_dir: Path) -> None:
     )
     plot_curves(
         metrics,
-        ["train_done_loss", "val_done_loss", "val_done_auroc"],
+        [
+            "train_done_loss",
+            "val_done_loss",
+            "val_done_auroc",
+            "val_done_recall",
+            "val_done_precision",
+        ],
         out_dir / "done.png",
         "termination",
     )
