@@ -230,30 +230,71 @@ def test_split_by_episode(tmp_path):
     assert split_by_episode(paths[:2], 0.99, seed=0)[0] != []
 
 
-def test_sequence_sampler_covers_episodes_of_different_lengths(tmp_path):
-    lengths = [3, 10, 25]
+def _write_latent_files(folder, lengths):
     paths = []
     for seed, length in enumerate(lengths):
-        paths.append(tmp_path / f"l{seed}.npz")
+        paths.append(folder / f"l{seed}.npz")
         save_latents(paths[-1], make_latents(length, seed=seed))
+    return paths
+
+
+def test_sequence_sampler_windows_of_episodes_of_different_lengths(tmp_path):
+    lengths = [3, 10, 25]
+    paths = _write_latent_files(tmp_path, lengths)
     sampler = SequenceSampler(paths, seq_len=8, batch_size=64, seed=0)
     batch = sampler.sample()
     assert batch["mu"].shape == (64, 9, 4) and batch["logvar"].shape == (64, 9, 4)
     assert batch["actions"].shape == (64, 8, 3) and batch["mask"].shape == (64, 8)
     episode_of_row = (batch["rewards"][:, 0] // 1000).astype(int)
     assert set(episode_of_row) == {0, 1, 2}
+    starts, partial_long = [], 0
     for row, episode in enumerate(episode_of_row):
         start = int(batch["rewards"][row, 0]) - 1000 * episode
         steps = int(batch["mask"][row].sum())
-        assert steps == min(8, lengths[episode] - start)
-        assert steps == 8 or start + steps == lengths[episode]  # only short ones pad
+        assert steps >= 1
+        np.testing.assert_array_equal(batch["mask"][row, :steps], 1.0)  # left-aligned
         np.testing.assert_array_equal(
             batch["mu"][row, : steps + 1, 0],
             np.arange(start, start + steps + 1) + 1000 * episode,
         )
         assert not batch["mu"][row, steps + 1 :].any()
-    long_rows = episode_of_row == 2
-    assert batch["mask"][long_rows].all()  # long episodes are never cut short
+        assert not batch["rewards"][row, steps:].any()
+        # A window shorter than L either starts at the episode's first step or ends
+        # at its last one.
+        assert steps == 8 or start == 0 or start + steps == lengths[episode]
+        starts.append(start)
+        partial_long += episode == 2 and steps < 8
+    assert 0 in starts and partial_long > 0  # true starts and padded long windows
+    again = SequenceSampler(paths, seq_len=8, batch_size=64, seed=0)
+    for key, value in sampler.sample(17).items():  # (seed, step) alone decide
+        np.testing.assert_array_equal(value, again.sample(17)[key])
 
     windows = list(SequenceSampler(paths, 8, 2, seed=0).epoch_batches())
     assert sum(w["mask"].sum() for w in windows) == sum(lengths)
+    episodes = np.concatenate([w["episode"] for w in windows])
+    first_codes = np.concatenate([w["rewards"][:, 0] for w in windows]) // 1000
+    np.testing.assert_array_equal(episodes, first_codes)
+    np.testing.assert_array_equal(episodes, [0, 1, 1, 2, 2, 2, 2])
+
+def test_sequence_sampler_covers_every_step_equally_often(tmp_path):
+    # Episodes shorter and longer than L; rewards encode (episode, step) as in
+    # make_latents. The old sampler (start uniform in [0, T - L]) saw the first and
+    # last steps of long episodes several times less often than their middle.
+    lengths, seq_len = [4, 9, 23, 47], 10
+    sampler = SequenceSampler(
+        _write_latent_files(tmp_path, lengths), seq_len, batch_size=256, seed=3
+    )
+    counts = [np.zeros(length) for length in lengths]
+    for step in range(60):
+        batch = sampler.sample(step)
+        real = batch["mask"] > 0
+        codes = batch["rewards"][real].astype(int)
+        for episode, length in enumerate(lengths):
+            mine = codes[(codes >= 1000 * episode) & (codes < 1000 * episode + 1000)]
+            counts[episode] += np.bincount(mine - 1000 * episode, minlength=length)
+    every = np.concatenate(counts)
+    assert every.min() > 0
+    np.testing.assert_allclose(every / every.mean(), 1.0, atol=0.15)
+    for count in counts:  # ends and middle alike
+        middle = count[len(count) // 2]
+        assert 0.85 < count[0] / middle < 1.15 and 0.85 < count[-1] / middle < 1.15

@@ -80,6 +80,13 @@ class RNNConfig:
     reward_weight: float = 1.0
     optimism_weight: float = 5.0  # weight of over-predicted reward in the reward loss
     done_weight: float = 1.0
+    # Weight of terminated steps in the termination BCE. Terminations are rare (at most
+    # one per episode: CarRacing has hundreds of negatives per positive), so unweighted
+    # M rarely pushes sigmoid(done_logit) past the dream's 0.5 threshold. A weight w
+    # multiplies the predicted odds by w, so the dream ends once the true per-step
+    # termination probability exceeds ~1/(1+w): ~9 % at 10. Larger weights (50+) end
+    # dreams early wherever M is merely unsure.
+    done_pos_weight: float = 10.0
     log_std_min: float = -7.0
     log_std_max: float = 3.0
     val_fraction: float = 0.1
@@ -95,6 +102,7 @@ class RNNConfig:
         _require(self.learning_rate > 0, "rnn.learning_rate must be > 0")
         _require(self.steps >= 0, "rnn.steps must be >= 0")
         _require(self.optimism_weight > 0, "rnn.optimism_weight must be > 0")
+        _require(self.done_pos_weight > 0, "rnn.done_pos_weight must be > 0")
         _require(self.log_std_min < self.log_std_max, "rnn.log_std_min < log_std_max")
         _require(0 <= self.val_fraction < 1, "rnn.val_fraction must be in [0, 1)")
         _require(self.eval_every > 0, "rnn.eval_every must be > 0")

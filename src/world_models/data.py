@@ -395,16 +395,21 @@ class SequenceSampler:
         rewards      float32 (B, L)       r_t
         terminated   bool    (B, L)       terminated_t (predicted from z_t, a_t, h_t)
         truncated    bool    (B, L)
-        mask         float32 (B, L)       1 for real steps, 0 past the episode's end
+        mask         float32 (B, L)       1 for real steps, 0 for the padding after
 
-    Episodes are drawn with probability proportional to their length and the start
-    uniformly in [0, max(T - L, 0)], so windows of long episodes are never cut to the
-    shortest one and episodes shorter than L are padded (zeros) and masked. Every window
-    of an episode with T >= L ends on or before its last step, which the last start
-    (T - L) reaches, so terminal steps are sampled.
+    Windows cover every step of every episode equally often in expectation: an episode
+    of T steps is drawn with probability proportional to T + L - 1 and a start s
+    uniformly in {-(L-1), ..., T-1}; the window holds the steps [max(s, 0), min(s+L, T))
+    left-aligned (row 0 is its first real step), zero-padded and masked after them. Each
+    step is in exactly L of an episode's T + L - 1 windows, so its first and last steps
+    are trained on as often as its middle. A window with s <= 0 starts at the episode's
+    true start, where M's state h = 0 matches the agent's reset; the others start
+    mid-episode from h = 0, as before.
 
     ``epoch_batches()`` tiles every episode into consecutive windows (the last one
     padded) covering each step exactly once: use it for a deterministic validation loss.
+    Its batches also carry ``episode`` int64 (B,), the index (into ``paths``) of each
+    row's episode; the training and loss code ignores that key.
     """
 
     def __init__(
@@ -452,10 +457,10 @@ class SequenceSampler:
         }
 
     def _fill(
-        self, out: dict[str, np.ndarray], row: int, episode: int, start: int
+        self, out: dict[str, np.ndarray], row: int, episode: int, start: int, stop: int
     ) -> None:
+        """Steps [start, stop) of ``episode`` into rows 0 .. stop - start - 1."""
         data = self.episodes[episode]
-        stop = min(start + self.seq_len, len(data["rewards"]))
         steps = stop - start
         out["mu"][row, : steps + 1] = data["mu"][start : stop + 1]
         out["logvar"][row, : steps + 1] = data["logvar"][start : stop + 1]
@@ -471,14 +476,15 @@ class SequenceSampler:
         """
         rng = self._rng if step is None else np.random.default_rng((self._seed, step))
         out = self._empty(self.batch_size)
+        L = self.seq_len
+        windows = self.lengths + L - 1
         episodes = rng.choice(
-            len(self.episodes),
-            size=self.batch_size,
-            p=self.lengths / self.lengths.sum(),
+            len(self.episodes), size=self.batch_size, p=windows / windows.sum()
         )
-        for row, episode in enumerate(episodes):
-            last_start = max(int(self.lengths[episode]) - self.seq_len, 0)
-            self._fill(out, row, int(episode), int(rng.integers(last_start + 1)))
+        starts = rng.integers(-(L - 1), self.lengths[episodes])
+        for row, (episode, start) in enumerate(zip(episodes, starts)):
+            stop = min(int(start) + L, int(self.lengths[episode]))
+            self._fill(out, row, int(episode), max(int(start), 0), stop)
         return out
 
     def epoch_batches(self) -> Iterator[dict[str, np.ndarray]]:
@@ -492,6 +498,8 @@ class SequenceSampler:
         for first in range(0, len(windows), self.batch_size):
             chunk = windows[first : first + self.batch_size]
             out = self._empty(len(chunk))
+            out["episode"] = np.array([episode for episode, _ in chunk], np.int64)
             for row, (episode, start) in enumerate(chunk):
-                self._fill(out, row, episode, start)
+                stop = min(start + self.seq_len, int(self.lengths[episode]))
+                self._fill(out, row, episode, start, stop)
             yield out

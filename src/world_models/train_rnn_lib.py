@@ -76,7 +76,8 @@ def sequence_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss = NLL + reward_weight * reward loss + done_weight * termination BCE.
 
-    The NLL is per latent dimension (mean over Z and real steps), as in the paper.
+    The NLL is per latent dimension (mean over Z and real steps), as in the paper. The
+    BCE weighs terminated steps ``done_pos_weight`` times a non-terminal one.
     """
     outputs, targets = predict_batch(model, batch, spec, key)
     mask = batch["mask"]
@@ -85,7 +86,10 @@ def sequence_loss(
         asymmetric_reward_error(outputs.reward, batch["rewards"], rnn.optimism_weight),
         mask,
     )
-    done = _masked_mean(termination_bce(outputs.done_logit, batch["terminated"]), mask)
+    step_weight = jnp.where(batch["terminated"], rnn.done_pos_weight, 1.0)
+    done = _masked_mean(
+        step_weight * termination_bce(outputs.done_logit, batch["terminated"]), mask
+    )
     total = nll + rnn.reward_weight * reward + rnn.done_weight * done
     return total, dict(loss=total, nll=nll, reward_loss=reward, done_loss=done)
 
@@ -131,6 +135,45 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     )
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def termination_metrics(
+    done_prob: np.ndarray, terminated: np.ndarray, pos_weight: float
+) -> dict[str, float]:
+    """Weighted BCE (as in training), AUROC, and recall/precision at the dream's
+    threshold 0.5; recall is NaN without positives, precision without predicted ones."""
+    term = terminated.astype(bool)
+    weight = np.where(term, pos_weight, 1.0)
+    bce = -np.mean(
+        weight
+        * (term * np.log(done_prob + 1e-7) + (~term) * np.log(1 - done_prob + 1e-7))
+    )
+    predicted = done_prob > 0.5
+    hits = float((predicted & term).sum())
+    return dict(
+        val_done_loss=float(bce),
+        val_done_auroc=auroc(done_prob, term),
+        val_done_recall=_ratio(hits, float(term.sum())),
+        val_done_precision=_ratio(hits, float(predicted.sum())),
+    )
+
+
+def return_calibration(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Per-episode predicted vs actual returns: means, Pearson r, ratio of the means."""
+    pred_mean, true_mean = float(predicted.mean()), float(true.mean())
+    corr = math.nan
+    if len(true) >= 2 and predicted.std() > 0 and true.std() > 0:
+        corr = float(np.corrcoef(predicted, true)[0, 1])
+    return dict(
+        val_return_pred_mean=pred_mean,
+        val_return_true_mean=true_mean,
+        val_return_corr=corr,
+        val_return_ratio=_ratio(pred_mean, true_mean),
+    )
+
+
 def evaluate(
     model: MDNRNN,
     sampler: SequenceSampler,
@@ -139,9 +182,16 @@ def evaluate(
     rnn: RNNConfig,
     train_reward_mean: float,
 ) -> dict[str, float]:
-    """Validation metrics over every step of the held-out episodes."""
+    """Validation metrics over every step of the held-out episodes.
+
+    Returns are M's teacher-forced reward predictions summed over each episode's real
+    steps (windows restart from h = 0 every seq_len steps) against the actual returns.
+    """
     nlls, rewards_pred, rewards, done_prob, terminated = [], [], [], [], []
+    returns_pred = np.zeros(len(sampler.episodes))
+    returns_true = np.zeros(len(sampler.episodes))
     for batch in sampler.epoch_batches():
+        episode = batch.pop("episode")
         rows = len(batch["mask"])
         # Pad to the full batch so one compiled shape serves every batch.
         padded = {
@@ -157,23 +207,24 @@ def evaluate(
         done_prob.append(done[:rows][real])
         rewards.append(batch["rewards"][real])
         terminated.append(batch["terminated"][real])
+        np.add.at(returns_pred, episode, (reward[:rows] * batch["mask"]).sum(1))
+        np.add.at(returns_true, episode, (batch["rewards"] * batch["mask"]).sum(1))
     nll, pred, true = map(np.concatenate, (nlls, rewards_pred, rewards))
     done, term = np.concatenate(done_prob), np.concatenate(terminated)
     error = pred - true
     mean_mse = float(np.mean((true - train_reward_mean) ** 2))
     reward_mse = float(np.mean(error**2))
-    bce = -np.mean(term * np.log(done + 1e-7) + (1 - term) * np.log(1 - done + 1e-7))
     return dict(
         val_nll=float(nll.mean()),
         val_reward_loss=float(
             np.mean(np.where(error > 0, rnn.optimism_weight, 1.0) * error**2)
         ),
-        val_done_loss=float(bce),
         val_reward_bias=float(error.mean()),
         val_reward_mse=reward_mse,
         val_reward_mse_mean_predictor=mean_mse,
         val_reward_mse_ratio=reward_mse / mean_mse if mean_mse > 0 else math.nan,
-        val_done_auroc=auroc(done, term),
+        **termination_metrics(done, term, rnn.done_pos_weight),
+        **return_calibration(returns_pred, returns_true),
     )
 
 
@@ -329,7 +380,13 @@ def _plot(out_dir: Path) -> None:
     )
     plot_curves(
         metrics,
-        ["train_done_loss", "val_done_loss", "val_done_auroc"],
+        [
+            "train_done_loss",
+            "val_done_loss",
+            "val_done_auroc",
+            "val_done_recall",
+            "val_done_precision",
+        ],
         out_dir / "done.png",
         "termination",
     )
