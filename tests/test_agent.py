@@ -24,7 +24,13 @@ from world_models.evaluate import (
     render_frames,
     world_model_panels,
 )
-from world_models.evolve import evolve, load_search, real_check
+from world_models.evolve import (
+    evolve,
+    load_search,
+    make_strategy,
+    real_check,
+    restart_from_kept,
+)
 from world_models.logs import read_metrics
 from world_models.mdnrnn import action_to_input, load_rnn, rnn_from_config
 from world_models.rollouts import evaluate, play_episode
@@ -184,6 +190,25 @@ def test_evolve_end_to_end_then_resume(tiny_run):
     ]
     assert steps == [1, 2, 3]
     assert evolve(tiny_run, total_generations=3, progress=False)["generation"] == 3
+
+
+def test_a_later_round_restarts_the_search_from_the_kept_controller(tmp_path):
+    run = make_tiny_run(tmp_path / "run")
+    evolve(run, progress=False)
+    before = load_search(run)
+    train_rnn(run, total_steps=6, progress=False)  # the next round retrains M
+    evolve(run, total_generations=4, progress=False, round_index=1)
+    rows = read_metrics(run / "dream" / "metrics.jsonl")
+    assert [r["step"] for r in rows if "best_rescored" in r] == [2]
+    after = load_search(run)
+    assert int(after["round_start"]) == 2 and int(after["rnn_step"]) == 6
+
+    config = load_run_config(run)
+    es, es_params = make_strategy(config, before["best_params"].size)
+    kept = before["es_state"].mean + 0.5  # a kept controller other than the mean
+    restarted = restart_from_kept(es, es_params, dict(before, best_params=kept), 0)
+    np.testing.assert_array_equal(restarted["es_state"].mean, kept)
+    assert float(restarted["es_state"].std) == pytest.approx(config.dream.sigma0)
 
 
 def test_agent_of_a_run_scores_reproducibly_on_the_pool(tiny_run):

@@ -153,3 +153,43 @@ def test_load_dream_starts_reads_first_frames(tmp_path):
     assert logvar.shape == (3, Z)
     with pytest.raises(FileNotFoundError, match="latents"):
         load_dream_starts(tmp_path / "missing")
+
+
+def _dropout_dream(dropout, temperature=1.0):
+    config = make_config("smoke", overrides=[f"vae.z_dim={Z}"])
+    rnn = rnn_from_config(config, key=jax.random.key(3))
+    template = make_controller(config, key=jax.random.key(4))
+    return make_dream(rnn, _starts(), template, CAR, 12, temperature, dropout)
+
+
+def test_dream_with_dropout_is_pure_and_reproducible_from_its_key():
+    dream = _dropout_dream(0.3)
+    population = _population(dream, 4)
+    evaluate = eqx.filter_jit(dream.evaluate)
+    first = evaluate(population, jax.random.key(1), 6)
+    again = evaluate(population, jax.random.key(1), 6)
+    np.testing.assert_array_equal(first[0], again[0])
+    other_key = evaluate(population, jax.random.key(2), 6)
+    assert not np.array_equal(first[0], other_key[0])
+
+
+def test_dropout_makes_each_rollout_a_different_model_and_zero_dropout_is_none():
+    params = _population(_dropout_dream(0.0), 1)[0]
+    key = jax.random.key(9)
+    plain = _random_dream().rollout(params, key)
+    no_dropout = _dropout_dream(0.0).rollout(params, key)
+    np.testing.assert_array_equal(plain[0], no_dropout[0])
+    # At τ → 0 the next z is (nearly) the mode, so a changed return is the mask's doing.
+    sharp, masked = _dropout_dream(0.0, 1e-6), _dropout_dream(0.5, 1e-6)
+    assert float(masked.rollout(params, key)[0]) != float(sharp.rollout(params, key)[0])
+
+
+def test_head_mask_keeps_the_expected_prediction():
+    from world_models.mdnrnn import dropout_mask
+
+    masks = jax.vmap(lambda k: dropout_mask(k, 64, 0.25))(
+        jax.random.split(jax.random.key(0), 4000)
+    )
+    np.testing.assert_allclose(np.unique(np.asarray(masks)), [0.0, 1 / 0.75], rtol=1e-6)
+    np.testing.assert_allclose(masks.mean(), 1.0, atol=0.01)
+    np.testing.assert_array_equal(dropout_mask(jax.random.key(0), 8, 0.0), np.ones(8))

@@ -87,6 +87,7 @@ class RNNConfig:
     # termination probability exceeds ~1/(1+w): ~9 % at 10. Larger weights (50+) end
     # dreams early wherever M is merely unsure.
     done_pos_weight: float = 10.0
+    dropout: float = 0.0  # dropout on the h M's head reads, one mask per window
     log_std_min: float = -7.0
     log_std_max: float = 3.0
     val_fraction: float = 0.1
@@ -103,6 +104,7 @@ class RNNConfig:
         _require(self.steps >= 0, "rnn.steps must be >= 0")
         _require(self.optimism_weight > 0, "rnn.optimism_weight must be > 0")
         _require(self.done_pos_weight > 0, "rnn.done_pos_weight must be > 0")
+        _require(0 <= self.dropout < 1, "rnn.dropout must be in [0, 1)")
         _require(self.log_std_min < self.log_std_max, "rnn.log_std_min < log_std_max")
         _require(0 <= self.val_fraction < 1, "rnn.val_fraction must be in [0, 1)")
         _require(self.eval_every > 0, "rnn.eval_every must be > 0")

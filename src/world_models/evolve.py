@@ -117,6 +117,15 @@ def dream_estimate(
     return returns.mean(), returns.std()
 
 
+def restart_from_kept(
+    es: CMA_ES, es_params: Any, search: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """The search restarted at its kept controller with σ0 and a fresh covariance; the
+    generation count and the kept controller carry on, and a new round begins."""
+    es_state = es.init(jax.random.key(seed), search["best_params"], es_params)
+    return dict(search, es_state=_arrays(es_state), round_start=search["generation"])
+
+
 def checkpoint_config(config: Config) -> dict[str, Any]:
     """What a resumed search shares with the saved one (not its length or checks)."""
     dream = config.to_dict()["dream"]
@@ -234,13 +243,7 @@ def evolve(
         # curriculum round) no longer describes the kept controller: measure it again,
         # and search on from it rather than from a CMA mean that reality rejected.
         search = _rescore_best(run_dir, config, search, logger, workers, round_index)
-        search = dict(
-            search,
-            es_state=_arrays(
-                es.init(jax.random.key(settings.seed), search["best_params"], es_params)
-            ),
-            round_start=search["generation"],
-        )
+        search = restart_from_kept(es, es_params, search, settings.seed)
     search = dict(search, rnn_step=jnp.asarray(rnn_step))
     root_key = jax.random.key(settings.seed)
     generation = int(search["generation"])

@@ -34,6 +34,7 @@ from world_models.mdnrnn import (
     action_to_input,
     asymmetric_reward_error,
     checkpoint_config,
+    dropout_mask,
     mdn_log_prob,
     rnn_from_config,
     termination_bce,
@@ -59,15 +60,24 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-def predict_batch(model: MDNRNN, batch: Batch, spec: EnvSpec, key: jax.Array):
-    """Sample z from the posterior and run M over every window of the batch.
+def predict_batch(
+    model: MDNRNN, batch: Batch, spec: EnvSpec, key: jax.Array, dropout: float = 0.0
+):
+    """Sample z from the posterior and run M over every window of the batch, each
+    window with its own head dropout mask (as each dream has its own).
 
     Returns (outputs with leading (B, L), z targets (B, L, Z)).
     """
+    z_key, mask_key = jax.random.split(key)
     mu, logvar = batch["mu"], batch["logvar"]
-    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(z_key, mu.shape, mu.dtype)
     actions = action_to_input(batch["actions"], spec)
-    _, outputs = jax.vmap(model)(z[:, :-1], actions)
+    masks = jax.vmap(dropout_mask, in_axes=(0, None, None))(
+        jax.random.split(mask_key, mu.shape[0]), model.hidden_size, dropout
+    )
+    _, outputs = jax.vmap(model, in_axes=(0, 0, None, 0))(
+        z[:, :-1], actions, None, masks
+    )
     return outputs, z[:, 1:]
 
 
@@ -79,7 +89,7 @@ def sequence_loss(
     The NLL is per latent dimension (mean over Z and real steps), as in the paper. The
     BCE weighs terminated steps ``done_pos_weight`` times a non-terminal one.
     """
-    outputs, targets = predict_batch(model, batch, spec, key)
+    outputs, targets = predict_batch(model, batch, spec, key, rnn.dropout)
     mask = batch["mask"]
     nll = _masked_mean(-mdn_log_prob(outputs, targets).mean(-1), mask)
     reward = _masked_mean(
