@@ -142,3 +142,27 @@ def test_report_without_checks_has_no_calibration_section(tmp_path):
     write_report(run_dir)
     report = (run_dir / "report.md").read_text()
     assert "Dream vs real" not in report and not (run_dir / "dream").exists()
+
+
+def test_ablation_rows_pair_each_run_with_the_one_before(tmp_path):
+    from world_models.ablation import ablation_markdown, ablation_rows
+
+    seeds = np.arange(10_000, 10_008)
+    rng = np.random.default_rng(5)
+    base = rng.normal(300, 100, 8).round(2)
+    runs = {}
+    for name, returns in (("a", base), ("b", base + rng.normal(50, 10, 8).round(2))):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        _eval(runs[name], "agent", seeds, returns)
+    _checks(runs["b"] / "dream", [(2, 10.0, 100.0), (4, 20.0, 90.0), (6, 30.0, 300.0)])
+    rows = ablation_rows([("A", runs["a"], "agent"), ("B", runs["b"], "agent")])
+    b_returns = [r["return"] for r in
+                 json.loads((runs["b"] / "eval" / "agent.json").read_text())["results"]]
+    t = scipy_stats.ttest_rel(b_returns, base).statistic
+    assert rows[1]["diff_t"] == pytest.approx(t)
+    assert rows[1]["diff_mean"] == pytest.approx(np.mean(b_returns) - base.mean())
+    assert rows[1]["rho"] == pytest.approx(0.5) and rows[1]["checks"] == 3
+    assert math.isnan(rows[0]["rho"]) and "diff_mean" not in rows[0]
+    table = ablation_markdown(rows)
+    assert f"(t = {t:.2f})" in table and table.count("\n") == 4
