@@ -12,7 +12,7 @@ from world_models.controller import (
     make_controller,
 )
 from world_models.data import save_latents
-from world_models.dream import load_dream_starts, make_dream
+from world_models.dream import Dream, load_dream_starts, make_dream
 from world_models.envs import get_spec
 from world_models.mdnrnn import rnn_from_config
 
@@ -193,3 +193,39 @@ def test_head_mask_keeps_the_expected_prediction():
     np.testing.assert_allclose(np.unique(np.asarray(masks)), [0.0, 1 / 0.75], rtol=1e-6)
     np.testing.assert_allclose(masks.mean(), 1.0, atol=0.01)
     np.testing.assert_array_equal(dropout_mask(jax.random.key(0), 8, 0.0), np.ones(8))
+
+
+def _ensemble_dream(ensemble, heads=3):
+    config = make_config("smoke", overrides=[f"vae.z_dim={Z}", f"rnn.heads={heads}"])
+    rnn = rnn_from_config(config, key=jax.random.key(3))
+    template = make_controller(config, key=jax.random.key(4))
+    return make_dream(rnn, _starts(), template, CAR, 12, 1.0, 0.0, ensemble)
+
+
+@pytest.mark.parametrize("ensemble", ["sample", "pessimistic"])
+def test_ensemble_dream_is_pure_and_reproducible_from_its_key(ensemble):
+    dream = _ensemble_dream(ensemble)
+    population = _population(dream, 3)
+    evaluate = eqx.filter_jit(dream.evaluate)
+    first, again = (evaluate(population, jax.random.key(1), 5) for _ in range(2))
+    np.testing.assert_array_equal(first[0], again[0])
+    assert not np.array_equal(first[0], evaluate(population, jax.random.key(2), 5)[0])
+
+
+def test_pessimistic_dream_pays_no_more_than_the_sampled_head():
+    def never_ending(ensemble):  # so that both dreams last the whole horizon
+        dream = _ensemble_dream(ensemble)
+        return Dream(dream.rnn, dream.start_mu, dream.start_logvar, dream.template,
+                     CAR, 12, 1.0, 0.0, ensemble, done_threshold=1 - 1e-12)
+
+    sampled, cautious = never_ending("sample"), never_ending("pessimistic")
+    params = _population(sampled, 1)[0]
+    keys = jax.random.split(jax.random.key(0), 8)
+    rollout = jax.vmap(lambda d, k: d.rollout(params, k), in_axes=(None, 0))
+    # Same key: same head for the next z, hence the same latent path; only the reward
+    # (the minimum over heads) differs.
+    sample_returns, sample_lengths = map(np.asarray, rollout(sampled, keys))
+    cautious_returns, cautious_lengths = map(np.asarray, rollout(cautious, keys))
+    assert np.all(sample_lengths == 12) and np.all(cautious_lengths == 12)
+    assert np.all(cautious_returns <= sample_returns + 1e-5)
+    assert np.any(cautious_returns < sample_returns - 1e-3)

@@ -16,6 +16,7 @@ from world_models.mdnrnn import (
     asymmetric_reward_error,
     mdn_log_prob,
     mode_next_z,
+    pessimistic,
     rnn_from_config,
     sample_next_z,
     termination_bce,
@@ -153,3 +154,22 @@ def test_action_to_input_one_hot_and_shape_check():
 def test_bad_sizes_raise():
     with pytest.raises(ValueError, match="positive"):
         MDNRNN(0, 3, key=jax.random.PRNGKey(0))
+
+
+def test_heads_share_the_lstm_and_step_picks_one():
+    rnn = MDNRNN(4, 3, 8, 2, key=jax.random.key(0), num_heads=3)
+    single = MDNRNN(4, 3, 8, 2, key=jax.random.key(0))
+    assert rnn.head.weight.shape[0] == 3 * single.head.weight.shape[0]
+    state = rnn.initial_state()
+    z, action = jnp.ones(4), jnp.array([0.1, 0.5, 0.0])
+    _, heads = rnn.step_heads(state, z, action)
+    assert heads.reward.shape == (3,) and heads.mu.shape == (3, 4, 2)
+    for member in range(3):
+        _, one = rnn.step(state, z, action, member=member)
+        np.testing.assert_array_equal(one.mu, heads.mu[member])
+    cautious = pessimistic(heads, 1)
+    assert float(cautious.reward) == float(heads.reward.min())
+    assert float(cautious.done_logit) == float(heads.done_logit.max())
+    np.testing.assert_array_equal(cautious.mu, heads.mu[1])
+    _, sequence = rnn(jnp.ones((5, 4)), jnp.zeros((5, 3)), all_heads=True)
+    assert sequence.reward.shape == (5, 3)

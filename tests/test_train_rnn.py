@@ -120,6 +120,30 @@ def test_overfits_a_tiny_batch():
     assert last["done_loss"] < 0.1
 
 
+def test_each_head_learns_from_its_own_weighting_of_the_windows():
+    config = make_config("smoke", ENV, ["rnn.heads=2"])
+    rng = np.random.default_rng(4)
+    batch = dict(
+        mu=jnp.asarray(rng.normal(size=(6, 7, 8)), jnp.float32),
+        logvar=jnp.full((6, 7, 8), -3.0),
+        actions=jnp.asarray(rng.uniform(-1, 1, size=(6, 6, 3)), jnp.float32),
+        rewards=jnp.asarray(rng.normal(size=(6, 6)), jnp.float32),
+        terminated=jnp.zeros((6, 6), bool),
+        mask=jnp.ones((6, 6)),
+    )
+    model = rnn_from_config(config, key=jax.random.PRNGKey(0))
+    width = model.head.weight.shape[0] // 2
+    twins = eqx.tree_at(  # both heads start equal: only their weightings differ
+        lambda m: (m.head.weight, m.head.bias), model,
+        (jnp.tile(model.head.weight[:width], (2, 1)), jnp.tile(model.head.bias[:width], 2)),
+    )
+    grads = eqx.filter_grad(lambda m: sequence_loss(
+        m, batch, jax.random.PRNGKey(1), config.rnn, get_spec(ENV))[0])(twins)
+    first, second = grads.head.weight[:width], grads.head.weight[width:]
+    assert float(jnp.abs(first).sum()) > 0 and float(jnp.abs(second).sum()) > 0
+    assert not np.allclose(first, second, rtol=1e-3)
+
+
 def test_padded_steps_do_not_count():
     config = make_config("smoke", ENV)
     model = rnn_from_config(config, key=jax.random.PRNGKey(0))

@@ -17,6 +17,7 @@ from typing import Any
 
 PRESETS = ("smoke", "quick", "full")
 CONFIG_FILENAME = "config.json"
+ENSEMBLE_MODES = ("sample", "pessimistic")
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,9 @@ class RNNConfig:
     # dreams early wherever M is merely unsure.
     done_pos_weight: float = 10.0
     dropout: float = 0.0  # dropout on the h M's head reads, one mask per window
+    # Prediction heads on the one LSTM (an ensemble sharing h, which C reads), each
+    # trained on its own bootstrap weighting of the windows.
+    heads: int = 1
     log_std_min: float = -7.0
     log_std_max: float = 3.0
     val_fraction: float = 0.1
@@ -105,6 +109,7 @@ class RNNConfig:
         _require(self.optimism_weight > 0, "rnn.optimism_weight must be > 0")
         _require(self.done_pos_weight > 0, "rnn.done_pos_weight must be > 0")
         _require(0 <= self.dropout < 1, "rnn.dropout must be in [0, 1)")
+        _require(self.heads > 0, "rnn.heads must be > 0")
         _require(self.log_std_min < self.log_std_max, "rnn.log_std_min < log_std_max")
         _require(0 <= self.val_fraction < 1, "rnn.val_fraction must be in [0, 1)")
         _require(self.eval_every > 0, "rnn.eval_every must be > 0")
@@ -121,6 +126,9 @@ class DreamConfig:
     generations: int = 200
     temperature: float = 1.0
     dropout: float = 0.0  # per-rollout dropout mask on the h M's head reads
+    # With rnn.heads > 1: "sample" plays each rollout in one head drawn at random;
+    # "pessimistic" takes that head's next z, the lowest reward and highest done logit.
+    ensemble: str = "sample"
     max_steps: int = 1000  # dream horizon; 0 means the environment's step limit
     real_eval_every: int = 25
     real_eval_episodes: int = 4
@@ -136,6 +144,8 @@ class DreamConfig:
         _require(self.generations >= 0, "dream.generations must be >= 0")
         _require(self.temperature > 0, "dream.temperature must be > 0")
         _require(0 <= self.dropout < 1, "dream.dropout must be in [0, 1)")
+        _require(self.ensemble in ENSEMBLE_MODES,
+                 f"dream.ensemble must be one of {ENSEMBLE_MODES}")
         _require(self.max_steps >= 0, "dream.max_steps must be >= 0")
         _require(self.real_eval_every > 0, "dream.real_eval_every must be > 0")
         _require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")

@@ -19,7 +19,10 @@ the same dropout mask.
 
 Dropout (``dropout`` > 0): each rollout draws one mask over the h that M's head reads
 (``mdnrnn.dropout_mask``), so every dream is played in a slightly different world model
-and a controller cannot tune itself to one model's quirks.
+and a controller cannot tune itself to one model's quirks. An ensemble (M with several
+heads on one LSTM) does the same explicitly: each rollout draws a head, and with
+``ensemble="pessimistic"`` it is paid the lowest reward and ended by the highest
+termination logit of all heads.
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from world_models.controller import Controller, act, controller_from_flat
 from world_models.data import list_episodes, load_latents
 from world_models.envs import EnvSpec
-from world_models.mdnrnn import MDNRNN, action_to_input, dropout_mask, sample_next_z
+from world_models.mdnrnn import (
+    MDNRNN,
+    action_to_input,
+    dropout_mask,
+    pessimistic,
+    sample_next_z,
+    select_head,
+)
 
 
 class Dream(eqx.Module):
@@ -50,6 +60,7 @@ class Dream(eqx.Module):
     horizon: int = eqx.field(static=True)
     temperature: float = eqx.field(static=True)
     dropout: float = eqx.field(static=True, default=0.0)
+    ensemble: str = eqx.field(static=True, default="sample")
     done_threshold: float = eqx.field(static=True, default=0.5)
 
     def __check_init__(self):
@@ -83,15 +94,19 @@ class Dream(eqx.Module):
     ) -> tuple[Float[Array, ""], Float[Array, ""]]:
         """(dream return, steps lived) of the controller with flat ``params``."""
         controller = controller_from_flat(self.template, params)
-        start_key, noise_key, mask_key = jax.random.split(key, 3)
+        start_key, noise_key, mask_key, member_key = jax.random.split(key, 4)
         head_mask = dropout_mask(mask_key, self.rnn.hidden_size, self.dropout)
+        member = jax.random.randint(member_key, (), 0, self.rnn.num_heads)
         done_logit_threshold = jnp.log(self.done_threshold / (1 - self.done_threshold))
 
         def step(carry, t):
             state, z, alive, total, length = carry
             action = act(controller, z, state[0], self.spec)
-            state, out = self.rnn.step(
+            state, heads = self.rnn.step_heads(
                 state, z, action_to_input(action, self.spec), head_mask
+            )
+            out = (pessimistic if self.ensemble == "pessimistic" else select_head)(
+                heads, member
             )
             total = total + jnp.where(alive, out.reward, 0.0)
             length = length + alive
@@ -170,6 +185,7 @@ def make_dream(
     horizon: int,
     temperature: float,
     dropout: float = 0.0,
+    ensemble: str = "sample",
 ) -> Dream:
     mu, logvar = starts
     return Dream(
@@ -181,4 +197,5 @@ def make_dream(
         horizon,
         float(temperature),
         float(dropout),
+        ensemble,
     )

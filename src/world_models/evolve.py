@@ -222,6 +222,7 @@ def evolve(
         horizon=step_limit(spec, settings.max_steps),
         temperature=settings.temperature,
         dropout=settings.dropout,
+        ensemble=settings.ensemble,
     )
     if fresh:
         shutil.rmtree(out_dir / "ckpt", ignore_errors=True)

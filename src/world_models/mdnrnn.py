@@ -45,6 +45,7 @@ class MDNRNN(eqx.Module):
     action_size: int = eqx.field(static=True)
     hidden_size: int = eqx.field(static=True)
     num_mixtures: int = eqx.field(static=True)
+    num_heads: int = eqx.field(static=True)
     log_std_min: float = eqx.field(static=True)
     log_std_max: float = eqx.field(static=True)
 
@@ -58,24 +59,27 @@ class MDNRNN(eqx.Module):
         key: PRNGKeyArray,
         log_std_min: float = RNNConfig.log_std_min,
         log_std_max: float = RNNConfig.log_std_max,
+        num_heads: int = 1,
     ):
-        if min(z_dim, action_size, hidden_size, num_mixtures) <= 0:
+        if min(z_dim, action_size, hidden_size, num_mixtures, num_heads) <= 0:
             raise ValueError(
                 f"MDNRNN sizes must be positive: z_dim={z_dim}, action_size="
                 f"{action_size}, hidden_size={hidden_size}, num_mixtures={num_mixtures}"
+                f", num_heads={num_heads}"
             )
         if not log_std_min < log_std_max:
             raise ValueError(f"log_std_min {log_std_min} must be < {log_std_max}")
         cell_key, head_key = jax.random.split(key)
         self.cell = eqx.nn.LSTMCell(z_dim + action_size, hidden_size, key=cell_key)
-        # 3*K*Z mixture parameters, then the reward and the termination logit.
+        # Per head: 3*K*Z mixture parameters, then the reward and the termination logit.
         self.head = eqx.nn.Linear(
-            hidden_size, 3 * num_mixtures * z_dim + 2, key=head_key
+            hidden_size, num_heads * (3 * num_mixtures * z_dim + 2), key=head_key
         )
         self.z_dim = z_dim
         self.action_size = action_size
         self.hidden_size = hidden_size
         self.num_mixtures = num_mixtures
+        self.num_heads = num_heads
         self.log_std_min = float(log_std_min)
         self.log_std_max = float(log_std_max)
 
@@ -86,13 +90,26 @@ class MDNRNN(eqx.Module):
     def _advance(self, state: LSTMState, z: Array, action: Array) -> LSTMState:
         return self.cell(jnp.concatenate([z, action.astype(z.dtype)]), state)
 
-    def _predict(
+    def heads(
         self, h: Float[Array, " hidden"], head_mask: Array | None = None
     ) -> MDNOutput:
+        """Every head's prediction from h, with a leading (num_heads,) axis."""
         raw = self.head(h if head_mask is None else h * head_mask)
-        mixture = raw[:-2].reshape(3, self.z_dim, self.num_mixtures)
-        log_sigma = jnp.clip(mixture[2], self.log_std_min, self.log_std_max)
-        return MDNOutput(mixture[0], mixture[1], log_sigma, raw[-2], raw[-1])
+        raw = raw.reshape(self.num_heads, -1)
+        mixture = raw[:, :-2].reshape(self.num_heads, 3, self.z_dim, self.num_mixtures)
+        log_sigma = jnp.clip(mixture[:, 2], self.log_std_min, self.log_std_max)
+        return MDNOutput(mixture[:, 0], mixture[:, 1], log_sigma, raw[:, -2], raw[:, -1])
+
+    def step_heads(
+        self,
+        state: LSTMState,
+        z: Float[Array, " z"],
+        action: Float[Array, " a"],
+        head_mask: Float[Array, " hidden"] | None = None,
+    ) -> tuple[LSTMState, MDNOutput]:
+        """``step`` with every head's prediction (leading (num_heads,) axis)."""
+        state = self._advance(state, z, action)
+        return state, self.heads(state[0], head_mask)
 
     def step(
         self,
@@ -100,15 +117,16 @@ class MDNRNN(eqx.Module):
         z: Float[Array, " z"],
         action: Float[Array, " a"],
         head_mask: Float[Array, " hidden"] | None = None,
+        member: int | Array = 0,
     ) -> tuple[LSTMState, MDNOutput]:
         """One step: (h_t, z_t, a_t) -> (h_{t+1}, prediction of z_{t+1}, r_t, done_t).
 
         ``action`` is the float vector from ``action_to_input`` (one-hot if discrete).
         ``head_mask`` (see ``dropout_mask``) multiplies the h the head reads; the
-        returned state is never masked.
+        returned state is never masked. ``member`` picks one head of an ensemble.
         """
-        state = self._advance(state, z, action)
-        return state, self._predict(state[0], head_mask)
+        state, outputs = self.step_heads(state, z, action, head_mask)
+        return state, select_head(outputs, member)
 
     def __call__(
         self,
@@ -116,8 +134,10 @@ class MDNRNN(eqx.Module):
         actions: Float[Array, "t a"],
         state: LSTMState | None = None,
         head_mask: Float[Array, " hidden"] | None = None,
+        all_heads: bool = False,
     ) -> tuple[LSTMState, MDNOutput]:
-        """``step`` over a sequence; outputs carry a leading time axis.
+        """``step`` over a sequence; outputs carry a leading time axis (then a heads
+        axis with ``all_heads``, else head 0's).
 
         Only the LSTM recurrence is sequential: the head runs once over every step's h.
         """
@@ -129,7 +149,22 @@ class MDNRNN(eqx.Module):
             return carry, carry[0]
 
         state, hs = jax.lax.scan(advance, state, (zs, actions))
-        return state, jax.vmap(lambda h: self._predict(h, head_mask))(hs)
+        outputs = jax.vmap(lambda h: self.heads(h, head_mask))(hs)
+        return state, outputs if all_heads else select_head(outputs, 0, axis=1)
+
+
+def select_head(outputs: MDNOutput, member: int | Array, axis: int = 0) -> MDNOutput:
+    """One head's prediction out of ``heads`` outputs (heads on ``axis``)."""
+    return jax.tree.map(lambda x: jnp.take(x, member, axis=axis), outputs)
+
+
+def pessimistic(outputs: MDNOutput, member: int | Array) -> MDNOutput:
+    """Head ``member``'s next-z mixture with the ensemble's lowest reward and highest
+    termination logit: the dream pays what the least optimistic head predicts."""
+    chosen = select_head(outputs, member)
+    return chosen._replace(
+        reward=outputs.reward.min(), done_logit=outputs.done_logit.max()
+    )
 
 
 def dropout_mask(
@@ -224,6 +259,7 @@ def rnn_from_config(config: Config, *, key: PRNGKeyArray) -> MDNRNN:
         key=key,
         log_std_min=rnn.log_std_min,
         log_std_max=rnn.log_std_max,
+        num_heads=rnn.heads,
     )
 
 

@@ -37,6 +37,7 @@ from world_models.mdnrnn import (
     dropout_mask,
     mdn_log_prob,
     rnn_from_config,
+    select_head,
     termination_bce,
 )
 
@@ -66,7 +67,7 @@ def predict_batch(
     """Sample z from the posterior and run M over every window of the batch, each
     window with its own head dropout mask (as each dream has its own).
 
-    Returns (outputs with leading (B, L), z targets (B, L, Z)).
+    Returns (outputs with leading (B, L, heads), z targets (B, L, 1, Z)).
     """
     z_key, mask_key = jax.random.split(key)
     mu, logvar = batch["mu"], batch["logvar"]
@@ -75,10 +76,10 @@ def predict_batch(
     masks = jax.vmap(dropout_mask, in_axes=(0, None, None))(
         jax.random.split(mask_key, mu.shape[0]), model.hidden_size, dropout
     )
-    _, outputs = jax.vmap(model, in_axes=(0, 0, None, 0))(
-        z[:, :-1], actions, None, masks
+    _, outputs = jax.vmap(model, in_axes=(0, 0, None, 0, None))(
+        z[:, :-1], actions, None, masks, True
     )
-    return outputs, z[:, 1:]
+    return outputs, z[:, 1:, None]
 
 
 def sequence_loss(
@@ -87,18 +88,25 @@ def sequence_loss(
     """Total loss = NLL + reward_weight * reward loss + done_weight * termination BCE.
 
     The NLL is per latent dimension (mean over Z and real steps), as in the paper. The
-    BCE weighs terminated steps ``done_pos_weight`` times a non-terminal one.
+    BCE weighs terminated steps ``done_pos_weight`` times a non-terminal one. With
+    several heads, each weighs the windows by its own Exp(1) draw (a Bayesian
+    bootstrap), so the heads disagree where the data leaves M unsure.
     """
     outputs, targets = predict_batch(model, batch, spec, key, rnn.dropout)
-    mask = batch["mask"]
+    mask = batch["mask"][..., None]  # (B, L, 1): broadcast over the heads
+    if model.num_heads > 1:
+        weights = jax.random.exponential(
+            jax.random.fold_in(key, 1), (mask.shape[0], 1, model.num_heads)
+        )
+        mask = mask * weights
+    rewards, terminated = batch["rewards"][..., None], batch["terminated"][..., None]
     nll = _masked_mean(-mdn_log_prob(outputs, targets).mean(-1), mask)
     reward = _masked_mean(
-        asymmetric_reward_error(outputs.reward, batch["rewards"], rnn.optimism_weight),
-        mask,
+        asymmetric_reward_error(outputs.reward, rewards, rnn.optimism_weight), mask
     )
-    step_weight = jnp.where(batch["terminated"], rnn.done_pos_weight, 1.0)
+    step_weight = jnp.where(terminated, rnn.done_pos_weight, 1.0)
     done = _masked_mean(
-        step_weight * termination_bce(outputs.done_logit, batch["terminated"]), mask
+        step_weight * termination_bce(outputs.done_logit, terminated), mask
     )
     total = nll + rnn.reward_weight * reward + rnn.done_weight * done
     return total, dict(loss=total, nll=nll, reward_loss=reward, done_loss=done)
@@ -126,6 +134,7 @@ def make_train_step(
 @eqx.filter_jit
 def _eval_batch(model: MDNRNN, batch: Batch, key: jax.Array, spec: EnvSpec):
     outputs, targets = predict_batch(model, batch, spec, key)
+    outputs, targets = select_head(outputs, 0, axis=2), targets[:, :, 0]
     nll = -mdn_log_prob(outputs, targets).mean(-1)
     return nll, outputs.reward, jax.nn.sigmoid(outputs.done_logit)
 
