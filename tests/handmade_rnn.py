@@ -25,10 +25,16 @@ def _set(rnn: MDNRNN, weight_ih, bias, head_weight, head_bias) -> MDNRNN:
 
 
 def counter_rnn(
-    z_dim: int, action_size: int, done_step: int, rate: float = 0.1, reward: float = 1.0
+    z_dim: int,
+    action_size: int,
+    done_step: int,
+    rate: float = 0.1,
+    reward: float = 1.0,
+    terminal_reward: float = 0.0,
 ) -> MDNRNN:
     """One hidden unit counts steps, h_t = tanh(rate * t); the termination logit turns
-    positive at step ``done_step`` (1-based); the reward is ``reward`` every step."""
+    positive at step ``done_step`` (1-based); the reward is ``reward`` every step but the
+    terminating one, which pays ``terminal_reward``."""
     rnn = MDNRNN(
         z_dim, action_size, hidden_size=1, num_mixtures=1, key=jax.random.key(0)
     )
@@ -39,7 +45,8 @@ def counter_rnn(
     head_bias[-2] = reward
     head_weight[-1, 0] = 1000.0
     head_bias[-1] = -1000.0 * np.tanh(rate * (done_step - 0.5))
-    return _set(rnn, np.zeros((4, z_dim + action_size)), bias, head_weight, head_bias)
+    rnn = _set(rnn, np.zeros((4, z_dim + action_size)), bias, head_weight, head_bias)
+    return eqx.tree_at(lambda m: m.terminal_reward, rnn, jnp.float32(terminal_reward))
 
 
 def steering_reward_rnn(z_dim: int) -> MDNRNN:

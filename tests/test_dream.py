@@ -45,14 +45,17 @@ def _population(dream, size, key=5, scale=0.5):
 
 @pytest.mark.parametrize("done_step", [1, 4, 7])
 def test_nothing_is_counted_after_the_predicted_termination(done_step):
-    rnn = counter_rnn(Z, CAR.action_size, done_step=done_step, reward=1.5)
+    rnn = counter_rnn(
+        Z, CAR.action_size, done_step=done_step, reward=1.5, terminal_reward=-7.0
+    )
     dream = make_dream(
         rnn, _starts(), _linear_template(rnn), CAR, horizon=20, temperature=1.0
     )
     params = controller_to_flat(dream.template)
     total, length = eqx.filter_jit(dream.rollout)(params, jax.random.key(0))
     assert int(length) == done_step
-    np.testing.assert_allclose(total, 1.5 * done_step, rtol=1e-6)
+    # every step before the termination pays 1.5, the terminating one the terminal -7
+    np.testing.assert_allclose(total, 1.5 * (done_step - 1) - 7.0, rtol=1e-6)
 
 
 def test_horizon_caps_a_dream_that_never_terminates():
@@ -155,11 +158,20 @@ def test_load_dream_starts_reads_first_frames(tmp_path):
         load_dream_starts(tmp_path / "missing")
 
 
+def _never_ending(dream):
+    """The same dream with its termination switched off, so it lasts the horizon."""
+    return Dream(dream.rnn, dream.start_mu, dream.start_logvar, dream.template, CAR,
+                 dream.horizon, dream.temperature, dream.dropout, dream.ensemble,
+                 done_threshold=1 - 1e-12)
+
+
 def _dropout_dream(dropout, temperature=1.0):
     config = make_config("smoke", overrides=[f"vae.z_dim={Z}"])
     rnn = rnn_from_config(config, key=jax.random.key(3))
     template = make_controller(config, key=jax.random.key(4))
-    return make_dream(rnn, _starts(), template, CAR, 12, temperature, dropout)
+    return _never_ending(
+        make_dream(rnn, _starts(), template, CAR, 12, temperature, dropout)
+    )
 
 
 def test_dream_with_dropout_is_pure_and_reproducible_from_its_key():
@@ -176,7 +188,7 @@ def test_dream_with_dropout_is_pure_and_reproducible_from_its_key():
 def test_dropout_makes_each_rollout_a_different_model_and_zero_dropout_is_none():
     params = _population(_dropout_dream(0.0), 1)[0]
     key = jax.random.key(9)
-    plain = _random_dream().rollout(params, key)
+    plain = _never_ending(_random_dream()).rollout(params, key)
     no_dropout = _dropout_dream(0.0).rollout(params, key)
     np.testing.assert_array_equal(plain[0], no_dropout[0])
     # At τ → 0 the next z is (nearly) the mode, so a changed return is the mask's doing.
@@ -204,7 +216,7 @@ def _ensemble_dream(ensemble, heads=3):
 
 @pytest.mark.parametrize("ensemble", ["sample", "pessimistic"])
 def test_ensemble_dream_is_pure_and_reproducible_from_its_key(ensemble):
-    dream = _ensemble_dream(ensemble)
+    dream = _never_ending(_ensemble_dream(ensemble))
     population = _population(dream, 3)
     evaluate = eqx.filter_jit(dream.evaluate)
     first, again = (evaluate(population, jax.random.key(1), 5) for _ in range(2))
@@ -213,12 +225,8 @@ def test_ensemble_dream_is_pure_and_reproducible_from_its_key(ensemble):
 
 
 def test_pessimistic_dream_pays_no_more_than_the_sampled_head():
-    def never_ending(ensemble):  # so that both dreams last the whole horizon
-        dream = _ensemble_dream(ensemble)
-        return Dream(dream.rnn, dream.start_mu, dream.start_logvar, dream.template,
-                     CAR, 12, 1.0, 0.0, ensemble, done_threshold=1 - 1e-12)
-
-    sampled, cautious = never_ending("sample"), never_ending("pessimistic")
+    sampled = _never_ending(_ensemble_dream("sample"))
+    cautious = _never_ending(_ensemble_dream("pessimistic"))
     params = _population(sampled, 1)[0]
     keys = jax.random.split(jax.random.key(0), 8)
     rollout = jax.vmap(lambda d, k: d.rollout(params, k), in_axes=(None, 0))

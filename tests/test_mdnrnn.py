@@ -41,8 +41,9 @@ def random_output(seed: int, z_dim: int = 4, k: int = 3) -> MDNOutput:
 def test_parameter_count_at_carracing_defaults():
     model = rnn_from_config(make_config("full"), key=jax.random.PRNGKey(0))
     # Paper: 422,368 = LSTM 4*256*(35+256) + 4*256 bias, plus the 256 -> 3*5*32 head.
-    # Our reward and done heads add 2*256 weights + 2 biases = 514.
-    assert count_params(model) == 422_368 + 514
+    # Our reward and done heads add 2*256 weights + 2 biases = 514, and the terminal
+    # reward one scalar.
+    assert count_params(model) == 422_368 + 514 + 1
 
 
 def test_mixture_log_prob_matches_scipy():

@@ -24,6 +24,7 @@ from world_models.train_rnn_lib import (
     make_train_step,
     return_calibration,
     sequence_loss,
+    terminal_reward,
     termination_metrics,
     train_rnn,
 )
@@ -101,7 +102,8 @@ def test_overfits_a_tiny_batch():
         mu=jnp.asarray(rng.normal(size=(2, 9, 8)), jnp.float32),
         logvar=jnp.full((2, 9, 8), -12.0),
         actions=jnp.asarray(rng.uniform(-1, 1, size=(2, 8, 3)), jnp.float32),
-        rewards=jnp.asarray(rng.normal(size=(2, 8)), jnp.float32),
+        # both windows end in a termination paying -3: one terminal reward fits them
+        rewards=jnp.asarray(rng.normal(size=(2, 8)), jnp.float32).at[:, -1].set(-3.0),
         terminated=jnp.zeros((2, 8), bool).at[:, -1].set(True),
         mask=jnp.ones((2, 8)),
     )
@@ -240,8 +242,9 @@ def test_auroc_against_pairwise_definition():
 
 
 def write_threshold_episode(path: Path, seed: int, z_dim: int) -> None:
-    """The episode terminates at the step whose z_t[0] > 1 (half of the episodes);
-    z_t[0] stays in [-1, 0.5] elsewhere, and the others end truncated."""
+    """The episode terminates at the step whose z_t[0] > 1 (half of the episodes),
+    paying -5 there and 0.1 on every other step; z_t[0] stays in [-1, 0.5] elsewhere,
+    and the others end truncated."""
     rng = np.random.default_rng(seed)
     length = int(rng.integers(12, 40))
     mu = rng.normal(size=(length + 1, z_dim)).astype(np.float32)
@@ -256,7 +259,7 @@ def write_threshold_episode(path: Path, seed: int, z_dim: int) -> None:
             mu=mu,
             logvar=np.full((length + 1, z_dim), -8.0, np.float32),
             actions=rng.uniform(-1, 1, size=(length, 3)).astype(np.float32),
-            rewards=np.zeros(length, np.float32),
+            rewards=np.where(terminated, -5.0, 0.1).astype(np.float32),
             terminated=terminated,
             truncated=~terminated & (np.arange(length) == length - 1),
             env_id=ENV,
@@ -290,10 +293,23 @@ def test_termination_is_learned_from_the_latent_that_causes_it(tmp_path):
     metrics = train_rnn(run, progress=False)
     assert metrics["val_done_auroc"] > 0.9, metrics
     assert metrics["val_done_recall"] > 0.5, metrics
+    # the -5 of terminating steps is kept apart and leaves the per-step 0.1 alone
+    assert float(load_rnn(run).terminal_reward) == pytest.approx(-5.0)
+    assert abs(metrics["val_reward_bias"]) < 0.1, metrics
+
+
+def test_terminal_reward_is_the_asymmetric_loss_minimiser():
+    rewards = np.array([-100.0, -100.0, 3.0, -100.0, 2.0])
+    value = terminal_reward(rewards, optimism_weight=5.0)
+    grid = np.linspace(-101, 4, 20001)
+    losses = [np.sum(np.where(g > rewards, 5.0, 1.0) * (g - rewards) ** 2) for g in grid]
+    assert value == pytest.approx(grid[int(np.argmin(losses))], abs=0.01)
+    assert value < rewards.mean()  # pessimistic: below the plain mean
+    assert terminal_reward(np.array([]), 5.0) == 0.0
 
 
 def test_validation_returns_sum_each_episode_across_its_windows(tmp_path):
-    # M predicts a reward of 0.5 every step, so its return is 0.5 * T; episodes of
+    # M predicts a reward of 0.5 every step but the terminating one; episodes of
     # 3, 10 and 25 steps span 1, 2 and 4 windows of 8 steps, over batches of 2.
     lengths, rewards = [3, 10, 25], [1.0, -2.0, 0.4]
     paths = []
@@ -314,12 +330,12 @@ def test_validation_returns_sum_each_episode_across_its_windows(tmp_path):
             ),
         )
     sampler = SequenceSampler(paths, seq_len=8, batch_size=2, seed=0)
-    model = counter_rnn(4, 3, done_step=1000, reward=0.5)
+    model = counter_rnn(4, 3, done_step=1000, reward=0.5, terminal_reward=-4.0)
     config = make_config("smoke", ENV)
     metrics = evaluate(
         model, sampler, get_spec(ENV), jax.random.PRNGKey(0), config.rnn, 0.0
     )
-    pred = 0.5 * np.array(lengths)
+    pred = 0.5 * (np.array(lengths) - 1) - 4.0  # the last step pays the terminal -4
     true = np.array(lengths) * np.array(rewards)  # 3, -20, 10
     assert metrics["val_return_pred_mean"] == pytest.approx(pred.mean(), rel=1e-5)
     assert metrics["val_return_true_mean"] == pytest.approx(true.mean(), rel=1e-5)

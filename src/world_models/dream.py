@@ -8,9 +8,9 @@ horizon or until its termination head fires. ``Dream.evaluate`` vmaps that over
 rollouts and candidates.
 
 Termination: the dream ends at the first step whose termination probability
-sigmoid(done_logit) exceeds ``done_threshold`` (0.5, the paper's Doom rule). That step's
-reward is counted (the real env also pays the reward of its terminating step); nothing
-after it is. A threshold rather than a Bernoulli draw keeps a badly calibrated,
+sigmoid(done_logit) exceeds ``done_threshold`` (0.5, the paper's Doom rule). That step
+pays M's ``terminal_reward`` (the real env also pays a reward on its terminating step,
+CarRacing's -100 for leaving the playfield); nothing after it counts. A threshold rather than a Bernoulli draw keeps a badly calibrated,
 uniformly small termination probability from killing dreams at random.
 
 Common random numbers: rollout r of every candidate uses the same key, hence the same
@@ -108,9 +108,11 @@ class Dream(eqx.Module):
             out = (pessimistic if self.ensemble == "pessimistic" else select_head)(
                 heads, member
             )
-            total = total + jnp.where(alive, out.reward, 0.0)
+            ends = out.done_logit > done_logit_threshold
+            reward = jnp.where(ends, self.rnn.terminal_reward, out.reward)
+            total = total + jnp.where(alive, reward, 0.0)
             length = length + alive
-            alive = alive & (out.done_logit <= done_logit_threshold)
+            alive = alive & ~ends
             z = sample_next_z(out, jax.random.fold_in(noise_key, t), self.temperature)
             return (state, z, alive, total, length), None
 

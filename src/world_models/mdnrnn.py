@@ -6,7 +6,8 @@ training, the dream, the acting agent and the prediction-error tools; ``__call__
 it over a sequence.
 
 Mixture: K components for EACH latent dimension, with their own logits, means and
-log-stds (output width 3*K*Z), then a scalar reward head and a termination logit.
+log-stds (output width 3*K*Z), then a scalar reward head and a termination logit. The
+reward of a terminating step is one learned scalar (``terminal_reward``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class MDNOutput(NamedTuple):
 class MDNRNN(eqx.Module):
     cell: eqx.nn.LSTMCell
     head: eqx.nn.Linear
+    # The reward paid on a terminating step (CarRacing's -100 for leaving the playfield),
+    # learned apart from the per-step reward head: one rare, huge target inside the
+    # squared reward loss drags every prediction near it down.
+    terminal_reward: Float[Array, ""]
     z_dim: int = eqx.field(static=True)
     action_size: int = eqx.field(static=True)
     hidden_size: int = eqx.field(static=True)
@@ -80,6 +85,7 @@ class MDNRNN(eqx.Module):
         self.hidden_size = hidden_size
         self.num_mixtures = num_mixtures
         self.num_heads = num_heads
+        self.terminal_reward = jnp.zeros((), jnp.float32)
         self.log_std_min = float(log_std_min)
         self.log_std_max = float(log_std_max)
 
