@@ -159,9 +159,14 @@ class EvalConfig:
     workers: int = 2
     max_steps: int = 0  # 0 means the environment's step limit
     video: bool = True  # the pipeline records the agent's first test episode
+    # Brownian and zero-controller baselines play the first of the same test seeds;
+    # 0 means all eval.episodes of them.
+    baseline_episodes: int = 0
 
     def __post_init__(self):
         _require(self.episodes > 0, "eval.episodes must be > 0")
+        _require(0 <= self.baseline_episodes <= self.episodes,
+                 "eval.baseline_episodes must be in [0, eval.episodes]")
         _require(self.workers > 0, "eval.workers must be > 0")
         _require(self.max_steps >= 0, "eval.max_steps must be >= 0")
 
@@ -231,7 +236,7 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
                         checkpoint_every=100),
             "dream": dict(population=64, rollouts=16, generations=40, max_steps=0,
                           real_eval_every=10, real_eval_episodes=8, chunk_size=256),
-            "eval": dict(episodes=100, max_steps=0),
+            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
             "pipeline": dict(on_policy_episodes=8),
         }
     if preset == "full":

@@ -148,6 +148,7 @@ def _test(run_dir: Path, config: Config, k: int, progress: bool) -> dict[str, An
     if k == 0:  # baselines do not change between rounds: score them once, same seeds
         for baseline in BASELINES:
             results[baseline] = evaluate_run(run_dir, name=baseline, policy=baseline,
+                                             episodes=config.eval.baseline_episodes or None,
                                              progress=progress)
     return {name: {key: r[key] for key in ("mean", "std", "episodes")}
             for name, r in results.items()}

@@ -105,8 +105,9 @@ def render_report(run_dir: str | Path) -> str:
     lines += ["## Real score per round", "",
               (f"Mean ± std (population std, ddof 0) over the same "
                f"{config.eval.episodes} seeded episodes (seeds {config.eval.seed}.."
-               f"{last_seed}); SE is the standard error of the mean "
-               "(ddof 1 std / √n)."),
+               f"{last_seed}; baselines on the first "
+               f"{config.eval.baseline_episodes or config.eval.episodes} of them); SE is "
+               "the standard error of the mean (ddof 1 std / √n)."),
               "", "| round | agent (dream-trained C) | brownian | zero controller "
               "| kept C: generation (its selection score) |", "|---|---|---|---|---|"]
     baselines: dict[str, Any] = {}
