@@ -79,7 +79,7 @@ def test_report_shows_standard_errors_paired_differences_and_calibration(run):
     path = write_report(run_dir)
     report = path.read_text()
 
-    assert "over the same 6 seeded episodes (seeds 10000..10005)" in report
+    assert "over the same 6 seeded episodes (seeds 10000..10005; baselines on the first 6 of them)" in report
     se0 = r0.std(ddof=1) / math.sqrt(len(r0))
     assert f"| 0 | {r0.mean():.1f} ± {r0.std():.1f} (SE {se0:.1f}, n=6) |" in report
     se1 = r1.std(ddof=1) / math.sqrt(len(r1))
