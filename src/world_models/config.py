@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-PRESETS = ("smoke", "quick", "full")
+PRESETS = ("smoke", "quick", "standard", "full")
 CONFIG_FILENAME = "config.json"
 ENSEMBLE_MODES = ("sample", "pessimistic")
 
@@ -238,6 +238,19 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
                           real_eval_every=10, real_eval_episodes=8, chunk_size=256),
             "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
             "pipeline": dict(on_policy_episodes=8),
+        }
+    if preset == "standard":
+        # About 4x quick's data and training, sized for ~75 minutes on 2 CPU cores.
+        return {
+            "collect": dict(policies=("brownian", "recovery", "aggressive"),
+                            episodes_per_policy=40, max_steps=0),
+            "vae": dict(batch_size=64, steps=3000, eval_every=500, checkpoint_every=500),
+            "rnn": dict(batch_size=16, seq_len=1000, steps=1000, eval_every=100,
+                        checkpoint_every=100),
+            "dream": dict(population=64, rollouts=16, generations=80, max_steps=0,
+                          real_eval_every=10, real_eval_episodes=8, chunk_size=256),
+            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
+            "pipeline": dict(on_policy_episodes=16),
         }
     if preset == "full":
         return {
