@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     entries = []
     for text in args.entries:
-        label, _, target = text.partition("=")
+        label, _, target = text.rpartition("=")  # a label may hold "="
         if not target:
             parser.error(f"{text!r} is not LABEL=RUN[:EVAL]")
         run, _, eval_name = target.partition(":")
