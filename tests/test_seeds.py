@@ -10,11 +10,7 @@ from world_models.rollouts import collect_round
 
 def _every_seed_by_purpose(config) -> dict[str, list[range]]:
     collection = [
-        seeds.collection_seeds(
-            config, k, policy,
-            config.pipeline.on_policy_episodes if policy == "on_policy"
-            else config.collect.episodes_per_policy,
-        )
+        seeds.collection_seeds(config, k, policy)
         for k in range(config.pipeline.rounds)
         for policy in seeds.COLLECTION_SLOTS
     ]

@@ -7,20 +7,23 @@ Each entry is (label, run directory, eval name); its scores come from
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from world_models.calibration import check_correlation, read_checks
+from world_models.report import eval_results
 from world_models.stats import paired_difference, summarize
 
 
 def _results(run_dir: Path, eval_name: str) -> list[dict[str, Any]]:
-    path = run_dir / "eval" / f"{eval_name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no evaluation {path}; run test_agent.py --run {run_dir}")
-    return json.loads(path.read_text())["results"]
+    results = eval_results(run_dir, eval_name)
+    if results is None:
+        raise FileNotFoundError(
+            f"no evaluation {run_dir / 'eval' / eval_name}.json; "
+            f"run test_agent.py --run {run_dir}"
+        )
+    return results
 
 
 def ablation_rows(entries: list[tuple[str, Path, str]]) -> list[dict[str, Any]]:

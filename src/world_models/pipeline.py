@@ -92,8 +92,7 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
                 manifests["on_policy"] = rollouts.collect(
                     rollouts.round_dir(run_dir, k, "on_policy"), config.env_id,
                     "on_policy", settings.on_policy_episodes,
-                    collection_seeds(config, k, "on_policy",
-                                     settings.on_policy_episodes).start,
+                    collection_seeds(config, k, "on_policy").start,
                     config.collect.workers, config.collect.max_steps,
                     dict(run_dir=str(run_dir), noise=settings.on_policy_noise),
                     progress=progress)

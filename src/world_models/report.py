@@ -37,7 +37,7 @@ def _latest(rows: list[dict[str, Any]], prefix: str) -> dict[str, tuple[int, flo
     return latest
 
 
-def _eval_results(run_dir: Path, name: str) -> list[dict[str, Any]] | None:
+def eval_results(run_dir: Path, name: str) -> list[dict[str, Any]] | None:
     """Per-seed results of eval/NAME.json (test_agent.py), None if not there."""
     path = run_dir / "eval" / f"{name}.json"
     return json.loads(path.read_text())["results"] if path.exists() else None
@@ -63,8 +63,8 @@ def _paired_rows(run_dir: Path, rounds: list[int]) -> list[str]:
     for k in rounds:
         if k - 1 not in rounds:
             continue
-        now = _eval_results(run_dir, f"round{k}_agent")
-        before = _eval_results(run_dir, f"round{k - 1}_agent")
+        now = eval_results(run_dir, f"round{k}_agent")
+        before = eval_results(run_dir, f"round{k - 1}_agent")
         if now is None or before is None:
             continue
         try:
@@ -111,7 +111,7 @@ def render_report(run_dir: str | Path) -> str:
               "", "| round | agent (dream-trained C) | brownian | zero controller "
               "| kept C: generation (its selection score) |", "|---|---|---|---|---|"]
     baselines: dict[str, Any] = {}
-    brownian, zero = _eval_results(run_dir, "brownian"), _eval_results(run_dir, "zero")
+    brownian, zero = eval_results(run_dir, "brownian"), eval_results(run_dir, "zero")
     searches = {r["round"]: r["summary"] for r in markers if r["stage"] == "dream"}
     for record in markers:
         if record["stage"] == "test":
@@ -120,7 +120,7 @@ def render_report(run_dir: str | Path) -> str:
             kept = (f"{search['best_generation']} ({search['best_real_score']:.1f})"
                     if "best_generation" in search else "–")
             agent = _score(record["summary"].get("agent"),
-                           _eval_results(run_dir, f"round{record['round']}_agent"))
+                           eval_results(run_dir, f"round{record['round']}_agent"))
             lines.append(f"| {record['round']} | {agent} | "
                          f"{_score(baselines.get('brownian'), brownian)} | "
                          f"{_score(baselines.get('zero'), zero)} | {kept} |")

@@ -509,9 +509,7 @@ def collect_round(
                 config.env_id,
                 name,
                 settings.episodes_per_policy,
-                collection_seeds(
-                    config, round_index, name, settings.episodes_per_policy
-                ).start,
+                collection_seeds(config, round_index, name).start,
                 settings.workers,
                 settings.max_steps,
                 policy_kwargs,

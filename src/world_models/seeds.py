@@ -51,17 +51,22 @@ def collection_slot(policy_name: str) -> int:
     return COLLECTION_SLOTS.index(policy_name)
 
 
-def collection_seeds(
-    config: Any, round_index: int, policy_name: str, episodes: int
-) -> range:
-    """Seeds of ``episodes`` collection episodes of ``policy_name`` in a round."""
+def collection_episodes(config: Any, policy_name: str) -> int:
+    """Episodes a round collects of ``policy_name``: on-policy ones are counted apart."""
+    if policy_name == "on_policy":
+        return config.pipeline.on_policy_episodes
+    return config.collect.episodes_per_policy
+
+
+def collection_seeds(config: Any, round_index: int, policy_name: str) -> range:
+    """Seeds of the collection episodes of ``policy_name`` in a round."""
     first = (
         COLLECTION_BASE
         + config.collect.seed
         + round_index * ROUND_STRIDE
         + collection_slot(policy_name) * POLICY_STRIDE
     )
-    return range(first, first + episodes)
+    return range(first, first + collection_episodes(config, policy_name))
 
 
 def selection_seeds(config: Any, round_index: int, check_index: int) -> range:
@@ -116,10 +121,8 @@ def seed_plan(config: Any) -> dict[str, Any]:
     collection = {}
     for round_index in range(config.pipeline.rounds):
         for policy in COLLECTION_SLOTS:
-            episodes = (config.pipeline.on_policy_episodes if policy == "on_policy"
-                        else config.collect.episodes_per_policy)
             collection[f"round{round_index}/{policy}"] = span(
-                collection_seeds(config, round_index, policy, episodes)
+                collection_seeds(config, round_index, policy)
             )
     selection = {
         f"round{k}": [

@@ -106,7 +106,6 @@ def sequence_loss(
         asymmetric_reward_error(outputs.reward, rewards, rnn.optimism_weight),
         mask * ~terminated,
     )
-
     step_weight = jnp.where(terminated, rnn.done_pos_weight, 1.0)
     done = _masked_mean(
         step_weight * termination_bce(outputs.done_logit, terminated), mask
