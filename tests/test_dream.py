@@ -120,7 +120,9 @@ def test_start_latents_come_from_the_pool():
     )
     mu = np.asarray(_starts()[0])
     for seed in range(10):
-        z0 = np.asarray(deterministic.sample_start(jax.random.key(seed)))
+        state, z0 = deterministic.sample_start(jax.random.key(seed))
+        assert not np.any(np.asarray(state))  # episode starts: M's state at reset
+        z0 = np.asarray(z0)
         assert np.any(np.all(np.isclose(mu, z0), axis=1))
 
 
@@ -151,16 +153,73 @@ def test_load_dream_starts_reads_first_frames(tmp_path):
                 seed=i,
             ),
         )
-    mu, logvar = load_dream_starts(tmp_path)
-    np.testing.assert_array_equal(mu, np.stack(mus))
-    assert logvar.shape == (3, Z)
+    starts = load_dream_starts(tmp_path)
+    np.testing.assert_array_equal(starts.mu, np.stack(mus))
+    assert starts.logvar.shape == (3, Z)
+    assert starts.h is None and starts.c is None  # M's state at reset: zero
     with pytest.raises(FileNotFoundError, match="latents"):
         load_dream_starts(tmp_path / "missing")
 
 
+def _save_episode(path, mu, actions, seed):
+    steps = actions.shape[0]
+    save_latents(
+        path,
+        dict(
+            mu=mu,
+            logvar=np.full_like(mu, -1.0),
+            actions=actions,
+            rewards=np.zeros(steps, np.float32),
+            terminated=np.zeros(steps, bool),
+            truncated=np.arange(steps) == steps - 1,
+            env_id="CarRacing-v3",
+            policy="brownian",
+            seed=seed,
+        ),
+    )
+
+
+def test_branched_starts_carry_the_state_m_reaches_on_the_real_prefix(tmp_path):
+    config = make_config("smoke", overrides=[f"vae.z_dim={Z}"])
+    rnn = rnn_from_config(config, key=jax.random.key(3))
+    folder = tmp_path / "latents" / "round0" / "brownian"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    episodes = []
+    for i, steps in enumerate((9, 4)):  # unequal lengths: the shorter one is padded
+        mu = rng.normal(size=(steps + 1, Z)).astype(np.float32)
+        actions = rng.uniform(0, 1, size=(steps, 3)).astype(np.float32)
+        _save_episode(folder / f"ep{i}.npz", mu, actions, i)
+        episodes.append((mu, actions))
+    starts = load_dream_starts(tmp_path, rnn, branch_every=3, spec=CAR)
+    # frames 0, 3, 6 of the 9-step episode, then 0, 3 of the 4-step one
+    expected = [(0, 0), (0, 3), (0, 6), (1, 0), (1, 3)]
+    assert starts.mu.shape == (len(expected), Z)
+    for row, (episode, frame) in enumerate(expected):
+        mu, actions = episodes[episode]
+        np.testing.assert_array_equal(starts.mu[row], mu[frame])
+        np.testing.assert_array_equal(starts.logvar[row], -1.0)
+        if frame == 0:
+            h, c = rnn.initial_state()
+        else:
+            (h, c), _ = rnn(jnp.asarray(mu[:frame]), jnp.asarray(actions[:frame]))
+        np.testing.assert_allclose(starts.h[row], h, atol=1e-5)
+        np.testing.assert_allclose(starts.c[row], c, atol=1e-5)
+    assert np.abs(starts.h[1]).max() > 0  # a read prefix leaves a nonzero state
+
+    dream = make_dream(rnn, starts, make_controller(config, key=jax.random.key(4)),
+                       CAR, horizon=5, temperature=1.0)
+    state, z = dream.sample_start(jax.random.key(7))
+    rows = [i for i in range(len(expected)) if np.allclose(starts.h[i], state[0])]
+    assert len(rows) == 1  # the dream begins in one pooled start, with its state
+    with pytest.raises(ValueError, match="rnn"):
+        load_dream_starts(tmp_path, branch_every=3)
+
+
 def _never_ending(dream):
     """The same dream with its termination switched off, so it lasts the horizon."""
-    return Dream(dream.rnn, dream.start_mu, dream.start_logvar, dream.template, CAR,
+    return Dream(dream.rnn, dream.start_mu, dream.start_logvar, dream.start_h,
+                 dream.start_c, dream.template, CAR,
                  dream.horizon, dream.temperature, dream.dropout, dream.ensemble,
                  done_threshold=1 - 1e-12)
 

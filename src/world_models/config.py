@@ -130,6 +130,9 @@ class DreamConfig:
     # "pessimistic" takes that head's next z, the lowest reward and highest done logit.
     ensemble: str = "sample"
     max_steps: int = 1000  # dream horizon; 0 means the environment's step limit
+    # 0: dreams start at episode starts (h = 0); k > 0: also at every k-th real frame,
+    # from M's state after reading the episode up to it (see dream.py)
+    branch_every: int = 0
     real_eval_every: int = 25
     real_eval_episodes: int = 4
     chunk_size: int = 0  # candidates x rollouts per vmapped chunk; 0 = no chunking
@@ -147,6 +150,7 @@ class DreamConfig:
         _require(self.ensemble in ENSEMBLE_MODES,
                  f"dream.ensemble must be one of {ENSEMBLE_MODES}")
         _require(self.max_steps >= 0, "dream.max_steps must be >= 0")
+        _require(self.branch_every >= 0, "dream.branch_every must be >= 0")
         _require(self.real_eval_every > 0, "dream.real_eval_every must be > 0")
         _require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")
         _require(self.chunk_size >= 0, "dream.chunk_size must be >= 0")

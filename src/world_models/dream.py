@@ -1,11 +1,19 @@
 """The dream: controllers act inside M's imagination, with no environment in the loop.
 
 ``Dream.rollout`` is one candidate's episode, a pure function of (controller
-parameters, key): a start latent is drawn from V's posterior at the first frame of a
-real episode, the hidden state starts at zero (exactly like the acting agent at reset),
-then M is stepped with temperature τ and its predicted rewards are summed up to the
+parameters, key): a start is drawn from the pool — a latent from V's posterior at a
+frame of a real episode, with M's state at that frame — then M is stepped with temperature τ and its predicted rewards are summed up to the
 horizon or until its termination head fires. ``Dream.evaluate`` vmaps that over
 rollouts and candidates.
+
+Starts: by default the first frame of every real episode with the state at zero,
+exactly like the acting agent at reset. With ``branch_every`` = k > 0 the pool also holds
+every k-th frame of every episode, with the state M reaches by reading the real episode
+up to that frame (teacher forcing on V's posterior means). Dreams branched off real
+data this way, with a short horizon, keep M close to the states it was trained on: its
+errors have few steps to compound, and a controller cannot drive the dream far into
+states no real episode visited before the dream ends (the short model rollouts from
+real states of model-based RL).
 
 Termination: the dream ends at the first step whose termination probability
 sigmoid(done_logit) exceeds ``done_threshold`` (0.5, the paper's Doom rule). That step
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -49,12 +58,24 @@ from world_models.mdnrnn import (
 )
 
 
+class DreamStarts(NamedTuple):
+    """The pool dreams start from: V's posterior at real frames and M's state there
+    (``h``, ``c`` None: zero, the state at an episode's first frame)."""
+
+    mu: np.ndarray  # (n, z)
+    logvar: np.ndarray
+    h: np.ndarray | None = None  # (n, hidden)
+    c: np.ndarray | None = None
+
+
 class Dream(eqx.Module):
     """M's dream environment with the start-state pool and a controller template."""
 
     rnn: MDNRNN
     start_mu: Float[Array, "n z"]
     start_logvar: Float[Array, "n z"]
+    start_h: Float[Array, "n hidden"]
+    start_c: Float[Array, "n hidden"]
     template: Controller  # structure of the controller; its values are never used
     spec: EnvSpec = eqx.field(static=True)
     horizon: int = eqx.field(static=True)
@@ -69,6 +90,14 @@ class Dream(eqx.Module):
                 f"start_mu/start_logvar must both be (N, Z); got {self.start_mu.shape} "
                 f"and {self.start_logvar.shape}"
             )
+        if self.start_h.shape != (self.start_mu.shape[0], self.rnn.hidden_size) or (
+            self.start_c.shape != self.start_h.shape
+        ):
+            raise ValueError(
+                f"start states must be ({self.start_mu.shape[0]}, "
+                f"{self.rnn.hidden_size}); got {self.start_h.shape} and "
+                f"{self.start_c.shape}"
+            )
         if self.start_mu.shape[1] != self.rnn.z_dim:
             raise ValueError(
                 f"start latents have Z={self.start_mu.shape[1]} but M "
@@ -82,12 +111,15 @@ class Dream(eqx.Module):
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dream dropout must be in [0, 1), got {self.dropout}")
 
-    def sample_start(self, key: PRNGKeyArray) -> Float[Array, " z"]:
-        """z_0 ~ N(mu, exp(logvar)) of a uniformly chosen real episode start."""
+    def sample_start(
+        self, key: PRNGKeyArray
+    ) -> tuple[tuple[Array, Array], Float[Array, " z"]]:
+        """M's state and z_0 ~ N(mu, exp(logvar)) at a uniformly chosen start."""
         index_key, noise_key = jax.random.split(key)
         index = jax.random.randint(index_key, (), 0, self.start_mu.shape[0])
         noise = jax.random.normal(noise_key, (self.start_mu.shape[1],))
-        return self.start_mu[index] + jnp.exp(0.5 * self.start_logvar[index]) * noise
+        z = self.start_mu[index] + jnp.exp(0.5 * self.start_logvar[index]) * noise
+        return (self.start_h[index], self.start_c[index]), z
 
     def rollout(
         self, params: Float[Array, " d"], key: PRNGKeyArray
@@ -116,9 +148,10 @@ class Dream(eqx.Module):
             z = sample_next_z(out, jax.random.fold_in(noise_key, t), self.temperature)
             return (state, z, alive, total, length), None
 
+        start_state, start_z = self.sample_start(start_key)
         carry = (
-            self.rnn.initial_state(),
-            self.sample_start(start_key),
+            start_state,
+            start_z,
             jnp.array(True),
             jnp.array(0.0),
             jnp.array(0),
@@ -163,25 +196,72 @@ class Dream(eqx.Module):
 
 def load_dream_starts(
     run_dir: str | os.PathLike,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, logvar) of the first frame of each latent file under ``run_dir``/latents."""
+    rnn: MDNRNN | None = None,
+    branch_every: int = 0,
+    spec: EnvSpec | None = None,
+) -> DreamStarts:
+    """The start pool of ``run_dir``/latents: each episode's first frame and, with
+    ``branch_every`` = k > 0, every k-th frame with M's (``rnn``) state there."""
     folder = Path(run_dir) / "latents"
     if not folder.is_dir():
         raise FileNotFoundError(f"no latent folder {folder}; run process_data.py first")
     paths = list_episodes(folder)
     if not paths:
         raise FileNotFoundError(f"no latent files under {folder}; run process_data.py")
-    mus, logvars = [], []
-    for path in paths:
-        latents = load_latents(path)
-        mus.append(latents["mu"][0])
-        logvars.append(latents["logvar"][0])
-    return np.stack(mus).astype(np.float32), np.stack(logvars).astype(np.float32)
+    if branch_every < 0:
+        raise ValueError(f"branch_every must be >= 0, got {branch_every}")
+    if branch_every and (rnn is None or spec is None):
+        raise ValueError("branched starts need M (rnn) and the env spec")
+    episodes = [load_latents(path) for path in paths]
+    if not branch_every:
+        mu = np.stack([latents["mu"][0] for latents in episodes])
+        logvar = np.stack([latents["logvar"][0] for latents in episodes])
+        return DreamStarts(mu.astype(np.float32), logvar.astype(np.float32))
+    return branch_starts(rnn, episodes, branch_every, spec)
+
+
+def branch_starts(
+    rnn: MDNRNN, episodes: list[dict[str, np.ndarray]], every: int, spec: EnvSpec
+) -> DreamStarts:
+    """Frames 0, k, 2k, ... of every episode (frames with a step after them) with the
+    state M reaches reading the episode's means and actions up to that frame."""
+    longest = max(latents["actions"].shape[0] for latents in episodes)
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    for latents in episodes:
+        steps = latents["actions"].shape[0]
+        pad = longest - steps
+        mu = np.asarray(latents["mu"], np.float32)
+        inputs = np.asarray(action_to_input(latents["actions"], spec))
+        # Padding to one length compiles the scan once; states past the end are unused.
+        hs, cs = _prefix_states(
+            rnn,
+            jnp.asarray(np.pad(mu[:steps], ((0, pad), (0, 0)))),
+            jnp.asarray(np.pad(inputs, ((0, pad), (0, 0)))),
+        )
+        frames = np.arange(0, steps, every)
+        parts[0].append(mu[frames])
+        parts[1].append(np.asarray(latents["logvar"], np.float32)[frames])
+        parts[2].append(np.asarray(hs)[frames])
+        parts[3].append(np.asarray(cs)[frames])
+    return DreamStarts(*(np.concatenate(part) for part in parts))
+
+
+@eqx.filter_jit
+def _prefix_states(
+    rnn: MDNRNN, zs: Float[Array, "t z"], inputs: Float[Array, "t a"]
+) -> tuple[Float[Array, "t hidden"], Float[Array, "t hidden"]]:
+    """M's state BEFORE each step t (row 0: the initial state)."""
+
+    def advance(state, x):
+        return rnn.advance(state, *x), state
+
+    _, (hs, cs) = jax.lax.scan(advance, rnn.initial_state(), (zs, inputs))
+    return hs, cs
 
 
 def make_dream(
     rnn: MDNRNN,
-    starts: tuple[np.ndarray, np.ndarray],
+    starts: DreamStarts | tuple[np.ndarray, np.ndarray],
     template: Controller,
     spec: EnvSpec,
     horizon: int,
@@ -189,11 +269,14 @@ def make_dream(
     dropout: float = 0.0,
     ensemble: str = "sample",
 ) -> Dream:
-    mu, logvar = starts
+    starts = DreamStarts(*starts)
+    zeros = np.zeros((starts.mu.shape[0], rnn.hidden_size), np.float32)
     return Dream(
         rnn,
-        jnp.asarray(mu),
-        jnp.asarray(logvar),
+        jnp.asarray(starts.mu),
+        jnp.asarray(starts.logvar),
+        jnp.asarray(zeros if starts.h is None else starts.h),
+        jnp.asarray(zeros if starts.c is None else starts.c),
         template,
         spec,
         horizon,

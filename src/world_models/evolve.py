@@ -214,9 +214,10 @@ def evolve(
 
     es, es_params, search = _search_template(config)
     template = make_controller(config, key=jax.random.key(settings.seed))
+    rnn = load_rnn(run_dir)
     dream = make_dream(
-        load_rnn(run_dir),
-        load_dream_starts(run_dir),
+        rnn,
+        load_dream_starts(run_dir, rnn, settings.branch_every, spec),
         template,
         spec,
         horizon=step_limit(spec, settings.max_steps),

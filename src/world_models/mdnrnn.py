@@ -93,7 +93,8 @@ class MDNRNN(eqx.Module):
         zeros = jnp.zeros((self.hidden_size,), jnp.float32)
         return zeros, zeros
 
-    def _advance(self, state: LSTMState, z: Array, action: Array) -> LSTMState:
+    def advance(self, state: LSTMState, z: Array, action: Array) -> LSTMState:
+        """The LSTM step alone: the state after reading (z_t, a_t), no prediction."""
         return self.cell(jnp.concatenate([z, action.astype(z.dtype)]), state)
 
     def heads(
@@ -114,7 +115,7 @@ class MDNRNN(eqx.Module):
         head_mask: Float[Array, " hidden"] | None = None,
     ) -> tuple[LSTMState, MDNOutput]:
         """``step`` with every head's prediction (leading (num_heads,) axis)."""
-        state = self._advance(state, z, action)
+        state = self.advance(state, z, action)
         return state, self.heads(state[0], head_mask)
 
     def step(
@@ -151,7 +152,7 @@ class MDNRNN(eqx.Module):
             state = self.initial_state()
 
         def advance(carry, x):
-            carry = self._advance(carry, *x)
+            carry = self.advance(carry, *x)
             return carry, carry[0]
 
         state, hs = jax.lax.scan(advance, state, (zs, actions))
