@@ -10,6 +10,7 @@ from world_models.data import (
     EpisodeError,
     FrameBatches,
     SequenceSampler,
+    forward_mean_rewards,
     list_episodes,
     load_episode,
     load_latents,
@@ -298,3 +299,38 @@ def test_sequence_sampler_covers_every_step_equally_often(tmp_path):
     for count in counts:  # ends and middle alike
         middle = count[len(count) // 2]
         assert 0.85 < count[0] / middle < 1.15 and 0.85 < count[-1] / middle < 1.15
+
+
+def test_forward_mean_rewards_by_hand():
+    rewards = np.array([3.0, 0.0, 0.0, 6.0, 0.0, -100.0], np.float32)
+    terminated = np.array([0, 0, 0, 0, 0, 1], bool)
+    # window 3: means over steps t..t+2 that go on; the terminal step keeps its -100
+    # and is kept out of its predecessors' means
+    np.testing.assert_allclose(
+        forward_mean_rewards(rewards, terminated, 3),
+        [1.0, 2.0, 2.0, 3.0, 0.0, -100.0],
+    )
+    np.testing.assert_array_equal(forward_mean_rewards(rewards, terminated, 1), rewards)
+    no_end = np.zeros(6, bool)
+    np.testing.assert_allclose(
+        forward_mean_rewards(rewards, no_end, 2), [1.5, 0.0, 3.0, 3.0, -50.0, -100.0]
+    )
+
+
+def test_sequence_sampler_windows_carry_the_reward_targets(tmp_path):
+    lengths = [7, 30]
+    paths = _write_latent_files(tmp_path, lengths)
+    sampler = SequenceSampler(paths, 8, 16, seed=0, reward_window=4)
+    batch = sampler.sample(0)
+    for row in range(16):
+        episode = int(batch["rewards"][row, 0] // 1000)
+        start = int(batch["rewards"][row, 0]) - 1000 * episode
+        steps = int(batch["mask"][row].sum())
+        rewards = np.arange(lengths[episode], dtype=np.float32) + 1000 * episode
+        expected = forward_mean_rewards(rewards, np.zeros(len(rewards), bool), 4)
+        np.testing.assert_allclose(
+            batch["reward_targets"][row, :steps], expected[start : start + steps]
+        )
+        assert not batch["reward_targets"][row, steps:].any()
+    with pytest.raises(ValueError, match="reward_window"):
+        SequenceSampler(paths, 8, 16, seed=0, reward_window=0)

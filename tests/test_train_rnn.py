@@ -103,7 +103,9 @@ def test_overfits_a_tiny_batch():
         logvar=jnp.full((2, 9, 8), -12.0),
         actions=jnp.asarray(rng.uniform(-1, 1, size=(2, 8, 3)), jnp.float32),
         # both windows end in a termination paying -3: one terminal reward fits them
-        rewards=jnp.asarray(rng.normal(size=(2, 8)), jnp.float32).at[:, -1].set(-3.0),
+        reward_targets=jnp.asarray(rng.normal(size=(2, 8)), jnp.float32)
+        .at[:, -1]
+        .set(-3.0),
         terminated=jnp.zeros((2, 8), bool).at[:, -1].set(True),
         mask=jnp.ones((2, 8)),
     )
@@ -129,7 +131,7 @@ def test_each_head_learns_from_its_own_weighting_of_the_windows():
         mu=jnp.asarray(rng.normal(size=(6, 7, 8)), jnp.float32),
         logvar=jnp.full((6, 7, 8), -3.0),
         actions=jnp.asarray(rng.uniform(-1, 1, size=(6, 6, 3)), jnp.float32),
-        rewards=jnp.asarray(rng.normal(size=(6, 6)), jnp.float32),
+        reward_targets=jnp.asarray(rng.normal(size=(6, 6)), jnp.float32),
         terminated=jnp.zeros((6, 6), bool),
         mask=jnp.ones((6, 6)),
     )
@@ -154,13 +156,13 @@ def test_padded_steps_do_not_count():
         mu=jnp.asarray(rng.normal(size=(1, 6, 8)), jnp.float32),
         logvar=jnp.full((1, 6, 8), -3.0),
         actions=jnp.asarray(rng.normal(size=(1, 5, 3)), jnp.float32),
-        rewards=jnp.asarray(rng.normal(size=(1, 5)), jnp.float32),
+        reward_targets=jnp.asarray(rng.normal(size=(1, 5)), jnp.float32),
         terminated=jnp.zeros((1, 5), bool),
         mask=jnp.array([[1.0, 1.0, 1.0, 0.0, 0.0]]),
     )
     junk = dict(
         batch,
-        rewards=batch["rewards"].at[0, 3:].set(1e6),
+        reward_targets=batch["reward_targets"].at[0, 3:].set(1e6),
         mu=batch["mu"].at[0, 4:].set(1e3),
         terminated=batch["terminated"].at[0, 3:].set(True),
     )
@@ -373,7 +375,7 @@ def test_terminated_steps_weigh_done_pos_weight_in_the_bce():
         mu=jnp.asarray(rng.normal(size=(2, 6, 8)), jnp.float32),
         logvar=jnp.full((2, 6, 8), -3.0),
         actions=jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32),
-        rewards=jnp.zeros((2, 5)),
+        reward_targets=jnp.zeros((2, 5)),
         terminated=jnp.zeros((2, 5), bool).at[0, 4].set(True),
         mask=jnp.ones((2, 5)),
     )

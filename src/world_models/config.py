@@ -80,6 +80,9 @@ class RNNConfig:
     steps: int = 4000
     reward_weight: float = 1.0
     optimism_weight: float = 5.0  # weight of over-predicted reward in the reward loss
+    # The reward head learns the mean reward of the next reward_window steps (1: the
+    # step's own): see data.forward_mean_rewards
+    reward_window: int = 1
     done_weight: float = 1.0
     # Weight of terminated steps in the termination BCE. Terminations are rare (at most
     # one per episode: CarRacing has hundreds of negatives per positive), so unweighted
@@ -107,6 +110,7 @@ class RNNConfig:
         _require(self.learning_rate > 0, "rnn.learning_rate must be > 0")
         _require(self.steps >= 0, "rnn.steps must be >= 0")
         _require(self.optimism_weight > 0, "rnn.optimism_weight must be > 0")
+        _require(self.reward_window > 0, "rnn.reward_window must be > 0")
         _require(self.done_pos_weight > 0, "rnn.done_pos_weight must be > 0")
         _require(0 <= self.dropout < 1, "rnn.dropout must be in [0, 1)")
         _require(self.heads > 0, "rnn.heads must be > 0")

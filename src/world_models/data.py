@@ -385,6 +385,31 @@ class FrameBatches:
 # ------------------------------------------------------------------------ RNN windows
 
 
+def forward_mean_rewards(
+    rewards: np.ndarray, terminated: np.ndarray, window: int
+) -> np.ndarray:
+    """Per step t, the mean reward of the steps t .. t+window-1 that go on (fewer at
+    the episode's end); a terminating step keeps its own reward.
+
+    CarRacing pays +1000/N on the step a new tile is touched and -0.1 otherwise: a
+    spike that M cannot time exactly. Under the asymmetric reward loss the head then
+    learns a low expectile of spike-or-nothing, near -0.1 whether the car drives or
+    stands. The mean over a few steps says the same per-step worth (the dream sums it
+    to nearly the same return) with little noise left for the asymmetry to discount.
+    """
+    rewards = np.asarray(rewards, np.float64)
+    goes_on = ~np.asarray(terminated, bool)
+    if window == 1:
+        return rewards.astype(np.float32)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(goes_on, rewards, 0.0))])
+    counts = np.concatenate([[0.0], np.cumsum(goes_on)])
+    steps = np.arange(rewards.size)
+    ends = np.minimum(steps + window, rewards.size)
+    total, count = sums[ends] - sums[steps], counts[ends] - counts[steps]
+    means = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    return np.where(goes_on, means, rewards).astype(np.float32)
+
+
 class SequenceSampler:
     """Fixed-length windows over latent files for MDN-RNN training, with masks.
 
@@ -393,6 +418,9 @@ class SequenceSampler:
         mu, logvar   float32 (B, L+1, Z)  z_t .. z_{t+L}: inputs and next-step targets
         actions      float32 (B, L, A) | int32 (B, L)   a_t (discrete: index)
         rewards      float32 (B, L)       r_t
+        reward_targets float32 (B, L)     what M's reward head learns for step t: the
+                                          mean reward of steps t .. t+k-1 (k =
+                                          ``reward_window``; see ``forward_mean_rewards``)
         terminated   bool    (B, L)       terminated_t (predicted from z_t, a_t, h_t)
         truncated    bool    (B, L)
         mask         float32 (B, L)       1 for real steps, 0 for the padding after
@@ -418,9 +446,12 @@ class SequenceSampler:
         seq_len: int,
         batch_size: int,
         seed: int,
+        reward_window: int = 1,
     ):
         if not latent_paths:
             raise ValueError("SequenceSampler needs at least one latent file")
+        if reward_window <= 0:
+            raise ValueError(f"reward_window must be > 0, got {reward_window}")
         if seq_len <= 0 or batch_size <= 0:
             raise ValueError(
                 f"seq_len and batch_size must be > 0, got {seq_len}, {batch_size}"
@@ -439,6 +470,10 @@ class SequenceSampler:
                 raise EpisodeError(
                     f"{path}: latent or action shape differs from {self.paths[0]}"
                 )
+        for episode in self.episodes:
+            episode["reward_targets"] = forward_mean_rewards(
+                episode["rewards"], episode["terminated"], reward_window
+            )
         self.z_dim = first["mu"].shape[1]
         self.lengths = np.array([len(e["rewards"]) for e in self.episodes])
         self._seed = seed
@@ -451,6 +486,7 @@ class SequenceSampler:
             "logvar": np.zeros((batch, L + 1, self.z_dim), np.float32),
             "actions": np.zeros((batch, L, *actions.shape[1:]), actions.dtype),
             "rewards": np.zeros((batch, L), np.float32),
+            "reward_targets": np.zeros((batch, L), np.float32),
             "terminated": np.zeros((batch, L), bool),
             "truncated": np.zeros((batch, L), bool),
             "mask": np.zeros((batch, L), np.float32),
@@ -464,7 +500,7 @@ class SequenceSampler:
         steps = stop - start
         out["mu"][row, : steps + 1] = data["mu"][start : stop + 1]
         out["logvar"][row, : steps + 1] = data["logvar"][start : stop + 1]
-        for key in STEP_KEYS:
+        for key in (*STEP_KEYS, "reward_targets"):
             out[key][row, :steps] = data[key][start:stop]
         out["mask"][row, :steps] = 1.0
 

@@ -99,7 +99,8 @@ def sequence_loss(
             jax.random.fold_in(key, 1), (mask.shape[0], 1, model.num_heads)
         )
         mask = mask * weights
-    rewards, terminated = batch["rewards"][..., None], batch["terminated"][..., None]
+    rewards = batch["reward_targets"][..., None]
+    terminated = batch["terminated"][..., None]
     nll = _masked_mean(-mdn_log_prob(outputs, targets).mean(-1), mask)
     # Per-step rewards on the steps that go on; terminal_reward is set from the data.
     reward = _masked_mean(
@@ -226,7 +227,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Validation metrics over every step of the held-out episodes.
 
-    Returns are M's teacher-forced reward predictions summed over each episode's real
+    Per-step reward metrics compare the head with what it learns (``reward_targets``);
+    returns are M's teacher-forced reward predictions summed over each episode's real
     steps (windows restart from h = 0 every seq_len steps) against the actual returns.
     """
     nlls, rewards_pred, rewards, done_prob, terminated = [], [], [], [], []
@@ -247,7 +249,7 @@ def evaluate(
         nlls.append(nll[:rows][real])
         rewards_pred.append(reward[:rows][real])
         done_prob.append(done[:rows][real])
-        rewards.append(batch["rewards"][real])
+        rewards.append(batch["reward_targets"][real])
         terminated.append(batch["terminated"][real])
         np.add.at(returns_pred, episode, (reward[:rows] * batch["mask"]).sum(1))
         np.add.at(returns_true, episode, (batch["rewards"] * batch["mask"]).sum(1))
@@ -341,9 +343,13 @@ def train_rnn(
     if fresh and out_dir.exists():
         shutil.rmtree(out_dir)
     train_paths, val_paths = _split_latents(run_dir, config)
-    train_sampler = SequenceSampler(train_paths, rnn.seq_len, rnn.batch_size, rnn.seed)
+    train_sampler = SequenceSampler(
+        train_paths, rnn.seq_len, rnn.batch_size, rnn.seed, rnn.reward_window
+    )
     val_sampler = (
-        SequenceSampler(val_paths, rnn.seq_len, rnn.batch_size, rnn.seed)
+        SequenceSampler(
+            val_paths, rnn.seq_len, rnn.batch_size, rnn.seed, rnn.reward_window
+        )
         if val_paths
         else None
     )
@@ -353,7 +359,7 @@ def train_rnn(
             f"{train_sampler.z_dim}, config says {config.vae.z_dim}"
         )
     reward_mean = float(
-        np.concatenate([e["rewards"] for e in train_sampler.episodes]).mean()
+        np.concatenate([e["reward_targets"] for e in train_sampler.episodes]).mean()
     )
 
     checkpointer = _checkpointer(run_dir, config)
