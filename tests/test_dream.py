@@ -296,3 +296,35 @@ def test_pessimistic_dream_pays_no_more_than_the_sampled_head():
     assert np.all(sample_lengths == 12) and np.all(cautious_lengths == 12)
     assert np.all(cautious_returns <= sample_returns + 1e-5)
     assert np.any(cautious_returns < sample_returns - 1e-3)
+
+
+def test_trajectory_replays_the_rollout_of_the_same_key():
+    dream = _random_dream(horizon=12)
+    params = _population(dream, 1)[0]
+    key = jax.random.key(9)
+    total, length = eqx.filter_jit(dream.rollout)(params, key)
+    zs, rewards, alive = eqx.filter_jit(dream.trajectory)(params, key)
+    assert zs.shape == (12, Z) and rewards.shape == alive.shape == (12,)
+    assert int(alive.sum()) == int(length)
+    np.testing.assert_allclose(float(jnp.where(alive, rewards, 0).sum()), float(total),
+                               rtol=1e-5)
+    _, start_z = dream.sample_start(jax.random.split(key, 4)[0])
+    np.testing.assert_array_equal(zs[0], start_z)  # the first frame is the start
+
+
+def test_dream_frames_show_one_row_per_dream(tmp_path):
+    from world_models.dream_view import dream_frames, save_blocks
+    from world_models.vae import ConvVAE
+
+    dream = _random_dream(horizon=12)
+    vae = ConvVAE(z_dim=Z, key=jax.random.key(1))
+    params = _population(dream, 1)[0]
+    image, returns = dream_frames(dream, vae, params, jax.random.key(2), 3, every=5)
+    assert image.dtype == np.uint8 and image.shape == (3 * 64, 3 * 64, 3)
+    assert returns.shape == (3,) and len(set(returns.tolist())) == 3
+    again, _ = dream_frames(dream, vae, params, jax.random.key(2), 3, every=5)
+    np.testing.assert_array_equal(image, again)  # pure: same key, same picture
+    save_blocks([image, image[:64]], tmp_path / "strip.png")
+    from PIL import Image
+
+    assert Image.open(tmp_path / "strip.png").size == (3 * 64, 4 * 64 + 4)

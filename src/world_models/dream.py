@@ -125,6 +125,18 @@ class Dream(eqx.Module):
         self, params: Float[Array, " d"], key: PRNGKeyArray
     ) -> tuple[Float[Array, ""], Float[Array, ""]]:
         """(dream return, steps lived) of the controller with flat ``params``."""
+        (total, length), _ = self._play(params, key, record=False)
+        return total, length
+
+    def trajectory(
+        self, params: Float[Array, " d"], key: PRNGKeyArray
+    ) -> tuple[Float[Array, "t z"], Float[Array, " t"], Float[Array, " t"]]:
+        """The latents z_0 .. z_{T-1} the controller saw in the dream ``rollout`` plays
+        with the same key, each step's reward and whether the dream was still alive."""
+        _, (zs, rewards, alive) = self._play(params, key, record=True)
+        return zs, rewards, alive
+
+    def _play(self, params: Array, key: PRNGKeyArray, record: bool):
         controller = controller_from_flat(self.template, params)
         start_key, noise_key, mask_key, member_key = jax.random.split(key, 4)
         head_mask = dropout_mask(mask_key, self.rnn.hidden_size, self.dropout)
@@ -142,11 +154,14 @@ class Dream(eqx.Module):
             )
             ends = out.done_logit > done_logit_threshold
             reward = jnp.where(ends, self.rnn.terminal_reward, out.reward)
+            record_step = (z, reward, alive) if record else None
             total = total + jnp.where(alive, reward, 0.0)
             length = length + alive
             alive = alive & ~ends
-            z = sample_next_z(out, jax.random.fold_in(noise_key, t), self.temperature)
-            return (state, z, alive, total, length), None
+            z_next = sample_next_z(
+                out, jax.random.fold_in(noise_key, t), self.temperature
+            )
+            return (state, z_next, alive, total, length), record_step
 
         start_state, start_z = self.sample_start(start_key)
         carry = (
@@ -156,10 +171,10 @@ class Dream(eqx.Module):
             jnp.array(0.0),
             jnp.array(0),
         )
-        (_, _, _, total, length), _ = jax.lax.scan(
+        (_, _, _, total, length), steps = jax.lax.scan(
             step, carry, jnp.arange(self.horizon)
         )
-        return total, length
+        return (total, length), steps
 
     def evaluate(
         self,

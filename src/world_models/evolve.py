@@ -126,6 +126,25 @@ def restart_from_kept(
     return dict(search, es_state=_arrays(es_state), round_start=search["generation"])
 
 
+def load_dream(
+    run_dir: str | os.PathLike, config: Config, temperature: float | None = None
+) -> Dream:
+    """The dream of ``run_dir`` as its config sets it (M, start pool, horizon, τ,
+    dropout, ensemble); ``temperature`` overrides τ."""
+    settings, spec = config.dream, get_spec(config.env_id)
+    rnn = load_rnn(run_dir)
+    return make_dream(
+        rnn,
+        load_dream_starts(run_dir, rnn, settings.branch_every, spec),
+        make_controller(config, key=jax.random.key(settings.seed)),
+        spec,
+        horizon=step_limit(spec, settings.max_steps),
+        temperature=settings.temperature if temperature is None else temperature,
+        dropout=settings.dropout,
+        ensemble=settings.ensemble,
+    )
+
+
 def checkpoint_config(config: Config) -> dict[str, Any]:
     """What a resumed search shares with the saved one (not its length or checks)."""
     dream = config.to_dict()["dream"]
@@ -208,23 +227,11 @@ def evolve(
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     settings = config.dream
-    spec = get_spec(config.env_id)
     workers = config.eval.workers if workers is None else workers
     out_dir = run_dir / "dream"
 
     es, es_params, search = _search_template(config)
-    template = make_controller(config, key=jax.random.key(settings.seed))
-    rnn = load_rnn(run_dir)
-    dream = make_dream(
-        rnn,
-        load_dream_starts(run_dir, rnn, settings.branch_every, spec),
-        template,
-        spec,
-        horizon=step_limit(spec, settings.max_steps),
-        temperature=settings.temperature,
-        dropout=settings.dropout,
-        ensemble=settings.ensemble,
-    )
+    dream = load_dream(run_dir, config)
     if fresh:
         shutil.rmtree(out_dir / "ckpt", ignore_errors=True)
     checkpointer = Checkpointer(out_dir / "ckpt", checkpoint_config(config))

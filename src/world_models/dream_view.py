@@ -1,0 +1,69 @@
+"""What a controller sees in M's dream: its dreams decoded by V into one picture.
+
+Each row is one dream (a start from the run's pool, M sampled at the dream's τ), each
+column a frame every ``every`` steps; rows of several temperatures share their keys, so
+the same start and noise are seen at each τ. Where the dream and reality part ways
+(a road that returns under a car that left it) shows here at a glance.
+"""
+
+from __future__ import annotations
+
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from world_models.dream import Dream
+from world_models.vae import ConvVAE
+
+GAP = 4  # white pixels between temperature blocks
+
+
+@eqx.filter_jit
+def _trajectories(dream: Dream, params: jax.Array, keys: jax.Array):
+    return jax.vmap(dream.trajectory, in_axes=(None, 0))(params, keys)
+
+
+@eqx.filter_jit
+def _decode(vae: ConvVAE, zs: jax.Array) -> jax.Array:
+    return vae.decode_batch(zs)
+
+
+def dream_frames(
+    dream: Dream,
+    vae: ConvVAE,
+    params: jax.Array,
+    key: jax.Array,
+    rollouts: int,
+    every: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 image of ``rollouts`` rows, each row's dream return).
+
+    A row shows frames 0, every, 2·every, ... of one dream; frames after the dream
+    ended are left black.
+    """
+    if rollouts <= 0 or every <= 0:
+        raise ValueError(f"rollouts ({rollouts}) and every ({every}) must be > 0")
+    zs, rewards, alive = _trajectories(dream, params, jax.random.split(key, rollouts))
+    shown = zs[:, ::every]  # (rollouts, frames, z)
+    frames = np.asarray(_decode(vae, shown.reshape(-1, shown.shape[-1])))
+    frames = frames.reshape(*shown.shape[:2], *frames.shape[1:])
+    frames = frames * np.asarray(alive[:, ::every])[..., None, None, None]
+    rows = [np.concatenate(list(row), axis=1) for row in frames]
+    image = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
+    returns = np.asarray(jnp.sum(jnp.where(alive, rewards, 0.0), axis=1))
+    return image, returns
+
+
+def save_blocks(blocks: list[np.ndarray], path: str | os.PathLike) -> None:
+    """Stack images vertically with a white gap and save them as one PNG."""
+    width = max(block.shape[1] for block in blocks)
+    parts = []
+    for index, block in enumerate(blocks):
+        if index:
+            parts.append(np.full((GAP, width, 3), 255, np.uint8))
+        parts.append(np.pad(block, ((0, 0), (0, width - block.shape[1]), (0, 0))))
+    Image.fromarray(np.concatenate(parts, axis=0)).save(path)
