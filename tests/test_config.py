@@ -48,6 +48,22 @@ def test_run_directory_refuses_other_config(tmp_path):
     assert load_run_config(tmp_path / "run").vae.steps == 3 == fresh.vae.steps
 
 
+def test_a_run_grows_by_rounds_but_not_by_other_changes(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    init_run(run, make_config("smoke"))
+    plan_one = json.loads((run / "seeds.json").read_text())
+    grown = init_run(run, make_config("smoke", overrides=["pipeline.rounds=3"]))
+    assert grown.pipeline.rounds == 3 == load_run_config(run).pipeline.rounds
+    plan_three = json.loads((run / "seeds.json").read_text())
+    assert plan_three != plan_one  # the saved seed plan covers the new rounds
+    with pytest.raises(ConfigError, match="pipeline.rounds"):  # rounds never shrink
+        init_run(run, make_config("smoke", overrides=["pipeline.rounds=2"]))
+    with pytest.raises(ConfigError, match="vae.steps"):  # nor ride with other changes
+        init_run(run, make_config("smoke", overrides=["pipeline.rounds=4", "vae.steps=3"]))
+
+
 def test_missing_and_corrupt_config_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_run_config(tmp_path / "absent")

@@ -419,7 +419,10 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
     """Create ``run_dir`` with ``config``, or check it matches the config already there.
 
     A run directory made under another config is refused unless ``fresh``, in which case
-    the saved config is replaced (the caller decides which outputs to discard).
+    the saved config is replaced (the caller decides which outputs to discard). The one
+    change accepted without ``fresh`` is more curriculum rounds: every round's seeds
+    and step targets depend on its own index only, so a finished run grows by rounds
+    without touching what earlier rounds wrote.
     """
     from world_models.seeds import write_seed_plan
 
@@ -429,6 +432,11 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
     if path.exists() and not fresh:
         saved = load_config(path)
         diff = config_diff(saved, config)
+        if diff == ["pipeline.rounds"] and config.pipeline.rounds > saved.pipeline.rounds:
+            diff = []
+            saved = config
+            write_atomic_text(path, config.to_json())
+            write_seed_plan(run_dir, config)
         if diff:
             raise ConfigError(
                 f"{run_dir} was made under another config (differs in: {', '.join(diff)}); "
