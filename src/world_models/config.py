@@ -432,17 +432,14 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
     if path.exists() and not fresh:
         saved = load_config(path)
         diff = config_diff(saved, config)
-        if diff == ["pipeline.rounds"] and config.pipeline.rounds > saved.pipeline.rounds:
-            diff = []
-            saved = config
-            write_atomic_text(path, config.to_json())
-            write_seed_plan(run_dir, config)
-        if diff:
+        grows = config.pipeline.rounds > saved.pipeline.rounds
+        if diff and not (diff == ["pipeline.rounds"] and grows):
             raise ConfigError(
                 f"{run_dir} was made under another config (differs in: {', '.join(diff)}); "
                 "use the same settings, another --run, or --fresh to start over"
             )
-        return saved
+        if not diff:
+            return saved
     write_atomic_text(path, config.to_json())
     write_seed_plan(run_dir, config)
     return config

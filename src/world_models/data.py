@@ -399,8 +399,6 @@ def forward_mean_rewards(
     """
     rewards = np.asarray(rewards, np.float64)
     goes_on = ~np.asarray(terminated, bool)
-    if window == 1:
-        return rewards.astype(np.float32)
     sums = np.concatenate([[0.0], np.cumsum(np.where(goes_on, rewards, 0.0))])
     counts = np.concatenate([[0.0], np.cumsum(goes_on)])
     steps = np.arange(rewards.size)

@@ -241,24 +241,24 @@ def branch_starts(
     """Frames 0, k, 2k, ... of every episode (frames with a step after them) with the
     state M reaches reading the episode's means and actions up to that frame."""
     longest = max(latents["actions"].shape[0] for latents in episodes)
-    parts: list[list[np.ndarray]] = [[], [], [], []]
+    mus, logvars, hs, cs = [], [], [], []
     for latents in episodes:
         steps = latents["actions"].shape[0]
         pad = longest - steps
         mu = np.asarray(latents["mu"], np.float32)
         inputs = np.asarray(action_to_input(latents["actions"], spec))
         # Padding to one length compiles the scan once; states past the end are unused.
-        hs, cs = _prefix_states(
+        h, c = _prefix_states(
             rnn,
             jnp.asarray(np.pad(mu[:steps], ((0, pad), (0, 0)))),
             jnp.asarray(np.pad(inputs, ((0, pad), (0, 0)))),
         )
         frames = np.arange(0, steps, every)
-        parts[0].append(mu[frames])
-        parts[1].append(np.asarray(latents["logvar"], np.float32)[frames])
-        parts[2].append(np.asarray(hs)[frames])
-        parts[3].append(np.asarray(cs)[frames])
-    return DreamStarts(*(np.concatenate(part) for part in parts))
+        mus.append(mu[frames])
+        logvars.append(np.asarray(latents["logvar"], np.float32)[frames])
+        hs.append(np.asarray(h)[frames])
+        cs.append(np.asarray(c)[frames])
+    return DreamStarts(*map(np.concatenate, (mus, logvars, hs, cs)))
 
 
 @eqx.filter_jit

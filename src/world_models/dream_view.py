@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from world_models.dream import Dream
+from world_models.model_error import decode_latents
 from world_models.vae import ConvVAE
 
 GAP = 4  # white pixels between temperature blocks
@@ -25,11 +26,6 @@ GAP = 4  # white pixels between temperature blocks
 @eqx.filter_jit
 def _trajectories(dream: Dream, params: jax.Array, keys: jax.Array):
     return jax.vmap(dream.trajectory, in_axes=(None, 0))(params, keys)
-
-
-@eqx.filter_jit
-def _decode(vae: ConvVAE, zs: jax.Array) -> jax.Array:
-    return vae.decode_batch(zs)
 
 
 def dream_frames(
@@ -48,9 +44,7 @@ def dream_frames(
     if rollouts <= 0 or every <= 0:
         raise ValueError(f"rollouts ({rollouts}) and every ({every}) must be > 0")
     zs, rewards, alive = _trajectories(dream, params, jax.random.split(key, rollouts))
-    shown = zs[:, ::every]  # (rollouts, frames, z)
-    frames = np.asarray(_decode(vae, shown.reshape(-1, shown.shape[-1])))
-    frames = frames.reshape(*shown.shape[:2], *frames.shape[1:])
+    frames = np.asarray(decode_latents(vae, zs[:, ::every]))  # (rollouts, frames, ...)
     frames = frames * np.asarray(alive[:, ::every])[..., None, None, None]
     rows = [np.concatenate(list(row), axis=1) for row in frames]
     image = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
