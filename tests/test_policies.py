@@ -76,3 +76,32 @@ def test_model_policies_load_on_first_use():
     from world_models.policies import get_factory
 
     assert callable(get_factory("on_policy")) and callable(get_factory("agent"))
+
+
+def _play_reckless(seed: int, steps: int) -> tuple[np.ndarray, list[bool]]:
+    env = make_env("CarRacing-v3")
+    policy = make_policy("reckless", "CarRacing-v3", drive_steps=(40, 41),
+                         hold_steps=(100, 101), stop_prob=0.0)
+    observation, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    actions, on_road = [], []
+    for _ in range(steps):
+        action = policy.act(None, observation)
+        observation, *_ = env.step(action)
+        actions.append(action)
+        on_road.append(road_mask(observation)[60:66, 44:52].mean() > 0.5)
+    env.close()
+    return np.stack(actions), on_road
+
+
+def test_reckless_drives_then_leaves_the_road_for_good():
+    actions, on_road = _play_reckless(3, 400)
+    # after its 40 driving steps it holds one action per 100-step stretch ...
+    for start in (40, 140, 240):
+        held = actions[start : start + 100]
+        assert (held == held[0]).all() and held[0, 2] == 0.0 and held[0, 1] >= 0.3
+    assert not np.array_equal(actions[40], actions[140])
+    # ... and the car, on the road while driving, spends most of the rest off it
+    assert np.mean(on_road[10:40]) > 0.9  # after the opening zoom
+    assert np.mean(on_road[200:]) < 0.5
+    np.testing.assert_array_equal(_play_reckless(3, 400)[0], actions)

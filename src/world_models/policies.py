@@ -282,5 +282,60 @@ def make_aggressive(env_id: str, steer_noise: float = 0.02) -> Policy:
     )
 
 
+class RecklessDriver:
+    """Drives like ``recovery`` for a while, then gives up the road for good: it holds
+    a random (steer, gas) for a random stretch, draws another, and never looks for the
+    road again until the episode ends.
+
+    This is what a controller evolved in a young dream does in reality (full gas, off
+    the road at the first corner, never back). The heuristic drivers always find the
+    road again, so without these episodes M learns that the road comes back and the
+    dream pays for leaving it.
+    """
+
+    def __init__(
+        self,
+        driver: PixelDriver,
+        drive_steps: tuple[int, int],
+        hold_steps: tuple[int, int],
+        stop_prob: float,
+    ):
+        self.driver, self.drive_steps = driver, drive_steps
+        self.hold_steps, self.stop_prob = hold_steps, stop_prob
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.driver.reset(seed)
+        self.rng = np.random.default_rng((seed, 1))
+        self.drive_left = int(self.rng.integers(*self.drive_steps))
+        self.hold_left = 0
+        self.held = np.zeros(3, np.float32)
+
+    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> np.ndarray:
+        if self.drive_left > 0:
+            self.drive_left -= 1
+            return self.driver.act(frame, raw_obs)
+        if self.hold_left == 0:
+            self.hold_left = int(self.rng.integers(*self.hold_steps))
+            steer = self.rng.uniform(-1.0, 1.0)
+            gas = 0.0 if self.rng.random() < self.stop_prob else self.rng.uniform(0.3, 1.0)
+            self.held = np.array([steer, gas, 0.0], np.float32)
+        self.hold_left -= 1
+        return self.held.copy()
+
+
+def make_reckless(
+    env_id: str,
+    drive_steps: tuple[int, int] = (20, 300),
+    hold_steps: tuple[int, int] = (30, 200),
+    stop_prob: float = 0.1,
+) -> Policy:
+    _require_carracing(env_id, "reckless")
+    return RecklessDriver(
+        make_recovery(env_id), tuple(drive_steps), tuple(hold_steps), stop_prob
+    )
+
+
 register_policy("recovery", make_recovery)
 register_policy("aggressive", make_aggressive)
+register_policy("reckless", make_reckless)

@@ -27,7 +27,9 @@ POLICY_STRIDE = 100_000
 CHECK_STRIDE = 1_000
 SELECTION_BASE = BAND
 COLLECTION_BASE = 2 * BAND
-COLLECTION_SLOTS = ("brownian", "recovery", "aggressive", "on_policy", "agent")
+COLLECTION_SLOTS = (
+    "brownian", "recovery", "aggressive", "on_policy", "agent", "reckless"
+)
 MAX_ROUNDS = BAND // ROUND_STRIDE
 MAX_CHECKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
 SEED_PLAN_FILENAME = "seeds.json"
