@@ -1,5 +1,6 @@
 import functools
 import json
+import shutil
 
 import equinox as eqx
 import jax
@@ -246,6 +247,18 @@ def test_agents_made_after_retraining_act_with_the_new_checkpoints(tmp_path):
     retrained = make_agent("CarRacing-v3", str(run), controller="zero")
     assert _same(retrained.rnn, load_rnn(run))
     assert not _same(retrained.rnn, first.rnn)
+
+    # pipeline.retrain_rnn: M set aside, a fresh one trained to the same step on grown data
+    (run / "rnn").rename(run / "rnn_round0")
+    latents = sorted((run / "latents" / "round0" / "brownian").glob("*.npz"))
+    grown = run / "latents" / "round1" / "brownian"
+    grown.mkdir(parents=True)
+    shutil.copy(latents[0], grown / "ep_000099.npz")
+    train_rnn(run, total_steps=6, progress=False)
+    assert latest_rnn_step(run) == 6
+    fresh = make_agent("CarRacing-v3", str(run), controller="zero")
+    assert _same(fresh.rnn, load_rnn(run))
+    assert not _same(fresh.rnn, retrained.rnn)
 
     config = load_run_config(run).vae  # and retrains V (pipeline.retrain_vae)
     state = initial_state(config)

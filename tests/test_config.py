@@ -82,3 +82,12 @@ def test_heuristic_policies_only_where_the_env_has_them():
     lunar = make_config("quick", "LunarLander-v3")
     assert lunar.collect.policies == ("brownian",)
     assert lunar.pipeline.heuristic_policies_later_rounds == ()
+
+
+def test_a_fresh_m_each_round_needs_a_new_search_each_round():
+    with pytest.raises(ConfigError, match="retrain_rnn needs pipeline.warm_start_es=false"):
+        make_config("quick", overrides=["pipeline.retrain_rnn=true"])
+    config = make_config(
+        "quick", overrides=["pipeline.retrain_rnn=true", "pipeline.warm_start_es=false"]
+    )
+    assert config.pipeline.retrain_rnn and not config.pipeline.warm_start_es

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from world_models.config import ConfigError, make_config
+from world_models.logs import read_metrics
 from world_models.pipeline import STAGES, marker_path, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +98,21 @@ def test_two_rounds(tmp_path):
     # Round 1 retrained M, so the controller kept in round 0 was scored again under it.
     rows = [json.loads(line) for line in (run_dir / "dream" / "metrics.jsonl").open()]
     assert any("best_rescored" in row for row in rows)
+
+
+def test_a_round_that_trains_a_fresh_m(tmp_path):
+    run_dir = tmp_path / "fresh_m"
+    subprocess.run(_pipeline_command(
+        run_dir, "--rounds", "2", "--set", "pipeline.retrain_rnn=true",
+        "--set", "pipeline.warm_start_es=false"), check=True, cwd=ROOT, timeout=900)
+    steps = make_config("smoke").rnn.steps
+    assert marker_path(run_dir, 1, "rnn_reset").exists()
+    old, new = (read_metrics(run_dir / folder / "metrics.jsonl")
+                for folder in ("rnn_round0", "rnn"))
+    assert old[-1]["step"] == new[-1]["step"] == steps  # trained afresh, not continued
+    assert new[0]["step"] == 1 and not np.isclose(old[0]["train_loss"],
+                                                  new[0]["train_loss"])
+    # a new search, started from round 0's kept controller re-scored under the new M
+    rows = read_metrics(run_dir / "dream" / "metrics.jsonl")
+    assert rows[0].get("best_rescored") is not None
+    assert (run_dir / "dream_round0").is_dir()

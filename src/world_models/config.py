@@ -188,10 +188,15 @@ class PipelineConfig:
     on_policy_noise: float = 0.1
     heuristic_policies_later_rounds: tuple[str, ...] = ("recovery",)
     retrain_vae: bool = False
+    retrain_rnn: bool = False  # a fresh M each round on all data, not the last one's
     warm_start_es: bool = True
 
     def __post_init__(self):
         _require(self.rounds > 0, "pipeline.rounds must be > 0")
+        # A continued search tells a new M by its checkpoint step; a fresh M of the
+        # same length would pass for the old one. A new search each round re-scores.
+        _require(not (self.retrain_rnn and self.warm_start_es),
+                 "pipeline.retrain_rnn needs pipeline.warm_start_es=false")
         _require(self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0")
         _require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
 
@@ -327,7 +332,13 @@ def _parse_value(text: str, hint: Any, key: str) -> Any:
 
 
 def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
-    """Return ``config`` with each ``section.field=value`` (or ``env_id=...``) applied."""
+    """Return ``config`` with each ``section.field=value`` (or ``env_id=...``) applied.
+
+    All overrides are applied at once, so that fields checked together (e.g.
+    pipeline.retrain_rnn and pipeline.warm_start_es) can be changed together.
+    """
+    top: dict[str, Any] = {}
+    changes: dict[str, dict[str, Any]] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -337,7 +348,7 @@ def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
             hints = typing.get_type_hints(Config)
             if path[0] not in ("env_id", "preset"):
                 raise ConfigError(f"unknown config key {key!r}")
-            config = replace(config, **{path[0]: _parse_value(text, hints[path[0]], key)})
+            top[path[0]] = _parse_value(text, hints[path[0]], key)
             continue
         if len(path) != 2:
             raise ConfigError(f"unknown config key {key!r}")
@@ -350,8 +361,10 @@ def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
             known = ", ".join(f.name for f in fields(section))
             raise ConfigError(f"unknown field {key!r}; {section_name} has: {known}")
         value = _parse_value(text, hints[field_name], key)
-        config = replace(config, **{section_name: replace(section, **{field_name: value})})
-    return config
+        changes.setdefault(section_name, {})[field_name] = value
+    sections = {name: replace(getattr(config, name), **values)
+                for name, values in changes.items()}
+    return replace(config, **top, **sections) if top or sections else config
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

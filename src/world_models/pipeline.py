@@ -4,8 +4,9 @@ Each stage is itself resumable (collection skips finished episodes, training res
 its checkpoints), and a finished stage leaves a marker ``pipeline/roundK_STAGE.json`` with
 its wall time and summary, so a re-run skips it. Round K > 0 collects the current agent's
 own episodes (failures kept) plus the configured heuristic drivers, then trains M and C
-further on the union of all rounds: training runs to (K + 1) × the configured steps, which
-warm-starts from the previous round's checkpoint.
+on the union of all rounds: M continues from the previous round's checkpoint to (K + 1) ×
+the configured steps, or with ``pipeline.retrain_rnn`` starts over (the previous M is kept
+aside as ``rnn_roundK-1``).
 """
 
 from __future__ import annotations
@@ -105,15 +106,19 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
     # Encoding is idempotent per V checkpoint: a retrained V re-encodes every episode.
     _run_stage(run_dir, k, "encode", lambda: {
         "files_written": encode_run(run_dir, progress=progress)})
+    rnn_steps = (k + 1) * config.rnn.steps
+    if k > 0 and settings.retrain_rnn:
+        _run_stage(run_dir, k, "rnn_reset", lambda: _set_aside(run_dir, "rnn", k))
+        rnn_steps = config.rnn.steps
     _run_stage(run_dir, k, "rnn", lambda: train_rnn(
-        run_dir, total_steps=(k + 1) * config.rnn.steps, progress=progress))
+        run_dir, total_steps=rnn_steps, progress=progress))
     start_from = None
     if settings.warm_start_es:  # the search goes on: (k + 1) x the generations in all
         generations = (k + 1) * config.dream.generations
     else:  # a new search each round from the last kept controller; old ones kept aside
         generations = config.dream.generations
         if k > 0:
-            _run_stage(run_dir, k, "dream_reset", lambda: _set_search_aside(run_dir, k))
+            _run_stage(run_dir, k, "dream_reset", lambda: _set_aside(run_dir, "dream", k))
             start_from = run_dir / f"dream_round{k - 1}"
     _run_stage(run_dir, k, "dream", lambda: evolve(
         run_dir, total_generations=generations, progress=progress, round_index=k,
@@ -130,10 +135,11 @@ def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
             "return_mean": float(returns.mean()), "return_std": float(returns.std())}
 
 
-def _set_search_aside(run_dir: Path, k: int) -> dict[str, Any]:
-    aside = run_dir / f"dream_round{k - 1}"
-    if (run_dir / "dream").exists() and not aside.exists():
-        (run_dir / "dream").rename(aside)  # atomic: a killed run finds one or the other
+def _set_aside(run_dir: Path, folder: str, k: int) -> dict[str, Any]:
+    """Rename round k - 1's ``folder`` (M or the search) so that round k starts anew."""
+    aside = run_dir / f"{folder}_round{k - 1}"
+    if (run_dir / folder).exists() and not aside.exists():
+        (run_dir / folder).rename(aside)  # atomic: a killed run finds one or the other
     return {"kept_aside": str(aside)}
 
 
