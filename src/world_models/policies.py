@@ -298,10 +298,13 @@ class RecklessDriver:
         driver: PixelDriver,
         drive_steps: tuple[int, int],
         hold_steps: tuple[int, int],
+        steer_range: tuple[float, float],
+        gas_range: tuple[float, float],
         stop_prob: float,
     ):
         self.driver, self.drive_steps = driver, drive_steps
         self.hold_steps, self.stop_prob = hold_steps, stop_prob
+        self.steer_range, self.gas_range = steer_range, gas_range
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -317,8 +320,9 @@ class RecklessDriver:
             return self.driver.act(frame, raw_obs)
         if self.hold_left == 0:
             self.hold_left = int(self.rng.integers(*self.hold_steps))
-            steer = self.rng.uniform(-1.0, 1.0)
-            gas = 0.0 if self.rng.random() < self.stop_prob else self.rng.uniform(0.3, 1.0)
+            steer = self.rng.choice([-1.0, 1.0]) * self.rng.uniform(*self.steer_range)
+            gas = 0.0 if self.rng.random() < self.stop_prob else self.rng.uniform(
+                *self.gas_range)
             self.held = np.array([steer, gas, 0.0], np.float32)
         self.hold_left -= 1
         return self.held.copy()
@@ -328,11 +332,15 @@ def make_reckless(
     env_id: str,
     drive_steps: tuple[int, int] = (20, 300),
     hold_steps: tuple[int, int] = (30, 200),
+    steer_range: tuple[float, float] = (0.0, 1.0),
+    gas_range: tuple[float, float] = (0.3, 1.0),
     stop_prob: float = 0.1,
 ) -> Policy:
+    """``steer_range``: the held steering's magnitude (its sign is a coin flip)."""
     _require_carracing(env_id, "reckless")
     return RecklessDriver(
-        make_recovery(env_id), tuple(drive_steps), tuple(hold_steps), stop_prob
+        make_recovery(env_id), tuple(drive_steps), tuple(hold_steps),
+        tuple(steer_range), tuple(gas_range), stop_prob,
     )
 
 
