@@ -31,7 +31,7 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class CollectConfig:
-    policies: tuple[str, ...] = ("brownian", "recovery", "aggressive")
+    policies: tuple[str, ...] = ("brownian", "recovery", "aggressive", "reckless")
     episodes_per_policy: int = 8
     max_steps: int = 1000  # 0 means the environment's own step limit
     workers: int = 2
@@ -245,8 +245,7 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
             # Collection and the test span the env's whole episode (1000 steps). M learns
             # on 100-step windows and the dream lasts 400 steps: 1000-step windows and
             # dreams transferred far worse (docs/transfer.md).
-            "collect": dict(policies=("brownian", "recovery", "aggressive"),
-                            episodes_per_policy=16, max_steps=0),
+            "collect": dict(episodes_per_policy=16, max_steps=0),
             "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
             "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
                         checkpoint_every=250),
@@ -258,8 +257,7 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
     if preset == "standard":
         # About 4x quick's data and training, sized for ~75 minutes on 2 CPU cores.
         return {
-            "collect": dict(policies=("brownian", "recovery", "aggressive"),
-                            episodes_per_policy=40, max_steps=0),
+            "collect": dict(episodes_per_policy=40, max_steps=0),
             "vae": dict(batch_size=64, steps=3000, eval_every=500, checkpoint_every=500),
             "rnn": dict(batch_size=32, seq_len=100, steps=4000, eval_every=500,
                         checkpoint_every=500),

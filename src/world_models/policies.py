@@ -287,10 +287,10 @@ class RecklessDriver:
     a random (steer, gas) for a random stretch, draws another, and never looks for the
     road again until the episode ends.
 
-    This is what a controller evolved in a young dream does in reality (full gas, off
-    the road at the first corner, never back). The heuristic drivers always find the
-    road again, so without these episodes M learns that the road comes back and the
-    dream pays for leaving it.
+    This is what a controller evolved in a young dream does in reality (by default as
+    the first pass's failing agent did: soon, at full gas, steering hard, never back).
+    The heuristic drivers always find the road again, so without such episodes M
+    learns that the road comes back and the dream pays for leaving it.
     """
 
     def __init__(
@@ -330,11 +330,11 @@ class RecklessDriver:
 
 def make_reckless(
     env_id: str,
-    drive_steps: tuple[int, int] = (20, 300),
-    hold_steps: tuple[int, int] = (30, 200),
-    steer_range: tuple[float, float] = (0.0, 1.0),
-    gas_range: tuple[float, float] = (0.3, 1.0),
-    stop_prob: float = 0.1,
+    drive_steps: tuple[int, int] = (20, 100),
+    hold_steps: tuple[int, int] = (20, 100),
+    steer_range: tuple[float, float] = (0.3, 1.0),
+    gas_range: tuple[float, float] = (0.8, 1.0),
+    stop_prob: float = 0.0,
 ) -> Policy:
     """``steer_range``: the held steering's magnitude (its sign is a coin flip)."""
     _require_carracing(env_id, "reckless")
