@@ -31,7 +31,7 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class CollectConfig:
-    policies: tuple[str, ...] = ("brownian", "recovery", "aggressive", "reckless")
+    policies: tuple[str, ...] = ("brownian", "recovery", "aggressive")
     episodes_per_policy: int = 8
     max_steps: int = 1000  # 0 means the environment's own step limit
     workers: int = 2
