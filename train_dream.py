@@ -20,10 +20,17 @@ def main() -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="discard a saved search and start over"
     )
+    parser.add_argument(
+        "--start-from",
+        default=None,
+        help="a search folder (e.g. RUN/imitation from scripts/fit_controller.py) "
+        "whose kept controller a new search starts from",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     summary = evolve(
-        args.run, workers=args.workers, fresh=args.fresh, progress=not args.no_progress
+        args.run, workers=args.workers, fresh=args.fresh, progress=not args.no_progress,
+        start_from=args.start_from,
     )
     print(
         f"generation {summary['generation']}: best real score "

@@ -165,6 +165,26 @@ def _search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
     return es, es_params, initial_search(es, es_params, mean, config.dream.seed)
 
 
+def save_start(
+    folder: str | os.PathLike, config: Config, params: Array
+) -> Path:
+    """A search folder whose kept controller is ``params``: ``evolve(start_from=...)``
+    starts there (re-scored by reality first), e.g. from a fitted controller."""
+    es, es_params, _ = _search_template(config)
+    params = jnp.asarray(params, jnp.float32)
+    search = dict(
+        initial_search(es, es_params, params, config.dream.seed),
+        best_params=params,
+        best_generation=jnp.asarray(0),
+    )
+    checkpointer = Checkpointer(Path(folder) / "ckpt", checkpoint_config(config))
+    try:
+        checkpointer.save(0, search)
+    finally:
+        checkpointer.close()
+    return Path(folder)
+
+
 def load_search(
     run_dir: str | os.PathLike,
     config: Config | None = None,
