@@ -12,11 +12,12 @@ from world_models.controller import (
     controller_to_flat,
     make_controller,
     num_parameters,
+    raw_targets,
 )
 from world_models.data import save_latents
 from world_models.envs import get_spec
 from world_models.evolve import evolve, load_search, save_start
-from world_models.imitation import controller_inputs, fit_linear_controller, raw_targets
+from world_models.imitation import controller_inputs, fit_linear_controller
 from world_models.logs import read_metrics
 from world_models.mdnrnn import action_to_input, rnn_from_config
 

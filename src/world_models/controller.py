@@ -108,6 +108,29 @@ def action_head(raw: Float[Array, " A"], spec: EnvSpec) -> Array:
     return squashed
 
 
+SATURATION = 0.95  # |tanh(raw)| above this is inverted as this, so targets stay finite
+BRAKE_OFF_RAW = -0.5  # a CarRacing brake of 0 is any raw output <= 0: ask for this one
+
+
+def raw_targets(actions: np.ndarray, env_id: str) -> np.ndarray:
+    """Raw outputs that ``action_head`` turns into ``actions`` (continuous envs): the
+    targets for fitting a controller to recorded actions."""
+    spec = get_spec(env_id)
+    if spec.discrete:
+        raise ValueError(f"{env_id}: a least-squares fit needs continuous actions")
+    actions = np.asarray(actions, np.float64)
+    if not _is_car_racing(spec):
+        return np.arctanh(np.clip(actions, -SATURATION, SATURATION))
+    steer = np.arctanh(np.clip(actions[:, 0], -SATURATION, SATURATION))
+    gas = np.arctanh(np.clip(2 * actions[:, 1] - 1, -SATURATION, SATURATION))
+    brake = np.where(
+        actions[:, 2] > 0,
+        np.arctanh(np.clip(actions[:, 2], 0, SATURATION)),
+        BRAKE_OFF_RAW,
+    )
+    return np.stack([steer, gas, brake], axis=1)
+
+
 def action_bounds(spec: EnvSpec) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) of the continuous actions ``action_head`` produces."""
     if spec.discrete:

@@ -248,7 +248,7 @@ def branch_starts(
         mu = np.asarray(latents["mu"], np.float32)
         inputs = np.asarray(action_to_input(latents["actions"], spec))
         # Padding to one length compiles the scan once; states past the end are unused.
-        h, c = _prefix_states(
+        h, c = prefix_states(
             rnn,
             jnp.asarray(np.pad(mu[:steps], ((0, pad), (0, 0)))),
             jnp.asarray(np.pad(inputs, ((0, pad), (0, 0)))),
@@ -262,7 +262,7 @@ def branch_starts(
 
 
 @eqx.filter_jit
-def _prefix_states(
+def prefix_states(
     rnn: MDNRNN, zs: Float[Array, "t z"], inputs: Float[Array, "t a"]
 ) -> tuple[Float[Array, "t hidden"], Float[Array, "t hidden"]]:
     """M's state BEFORE each step t (row 0: the initial state)."""

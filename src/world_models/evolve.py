@@ -165,17 +165,26 @@ def _search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
     return es, es_params, initial_search(es, es_params, mean, config.dream.seed)
 
 
+def _search_from_kept(
+    es: CMA_ES, es_params: Any, kept: Array, seed: int
+) -> dict[str, Any]:
+    """A new search centred on ``kept``, recorded as kept at generation 0 but not yet
+    scored by reality (so ``evolve`` re-scores it first)."""
+    return dict(
+        initial_search(es, es_params, kept, seed),
+        best_params=kept,
+        best_generation=jnp.asarray(0),
+    )
+
+
 def save_start(
     folder: str | os.PathLike, config: Config, params: Array
 ) -> Path:
     """A search folder whose kept controller is ``params``: ``evolve(start_from=...)``
     starts there (re-scored by reality first), e.g. from a fitted controller."""
     es, es_params, _ = _search_template(config)
-    params = jnp.asarray(params, jnp.float32)
-    search = dict(
-        initial_search(es, es_params, params, config.dream.seed),
-        best_params=params,
-        best_generation=jnp.asarray(0),
+    search = _search_from_kept(
+        es, es_params, jnp.asarray(params, jnp.float32), config.dream.seed
     )
     checkpointer = Checkpointer(Path(folder) / "ckpt", checkpoint_config(config))
     try:
@@ -260,11 +269,7 @@ def evolve(
         search = checkpointer.restore(search)
     elif start_from is not None:
         kept = load_search(run_dir, config, start_from)["best_params"]
-        search = dict(
-            initial_search(es, es_params, kept, settings.seed),
-            best_params=kept,
-            best_generation=jnp.asarray(0),
-        )
+        search = _search_from_kept(es, es_params, kept, settings.seed)
     logger.truncate_after(int(search["generation"]))
     rnn_step = latest_rnn_step(run_dir)
     if int(search["best_generation"]) >= 0 and int(search["rnn_step"]) != rnn_step:

@@ -5,8 +5,7 @@ with no dream at all, and gives the dream search a start that already drives
 (docs/transfer.md, row 24). z is V's posterior mean of each frame, h is M's state before
 the step with M teacher-forced from the episode's start, as the agent runs it. The
 targets are the raw outputs that ``controller.action_head`` maps to the recorded
-actions: tanh inverted, with a clipped margin so that saturated actions stay finite; a
-CarRacing brake of 0 (any raw output ≤ 0) is asked for as ``BRAKE_OFF_RAW``.
+actions (``controller.raw_targets``).
 """
 
 from __future__ import annotations
@@ -20,49 +19,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from world_models.config import Config
-from world_models.controller import LinearController, make_controller
+from world_models.controller import LinearController, make_controller, raw_targets
 from world_models.data import load_latents
-from world_models.envs import get_spec
+from world_models.dream import prefix_states
+from world_models.envs import EnvSpec, get_spec
 from world_models.mdnrnn import MDNRNN, action_to_input
-
-SATURATION = 0.95  # |tanh(raw)| above this is fitted as this
-BRAKE_OFF_RAW = -0.5
 
 
 def controller_inputs(
-    rnn: MDNRNN, mu: np.ndarray, actions: np.ndarray, spec
+    rnn: MDNRNN, mu: np.ndarray, actions: np.ndarray, spec: EnvSpec
 ) -> np.ndarray:
     """[z_t, h_t] of every step of one episode (T, Z + H); h_t is M's state before it
     reads (z_t, a_t), h_0 = 0."""
-
-    @jax.jit
-    def hidden_states(zs, inputs):
-        def step(state, x):
-            return rnn.advance(state, *x), state[0]
-
-        return jax.lax.scan(step, rnn.initial_state(), (zs, inputs))[1]
-
     zs = jnp.asarray(mu[: len(actions)])
-    h = hidden_states(zs, action_to_input(actions, spec))
+    h, _ = prefix_states(rnn, zs, action_to_input(actions, spec))
     return np.concatenate([np.asarray(zs), np.asarray(h)], axis=1)
-
-
-def raw_targets(actions: np.ndarray, env_id: str) -> np.ndarray:
-    """The raw controller outputs that ``action_head`` turns into ``actions``."""
-    spec = get_spec(env_id)
-    if spec.discrete:
-        raise ValueError(f"{env_id}: a least-squares fit needs continuous actions")
-    actions = np.asarray(actions, np.float64)
-    if env_id != "CarRacing-v3":
-        return np.arctanh(np.clip(actions, -SATURATION, SATURATION))
-    steer = np.arctanh(np.clip(actions[:, 0], -SATURATION, SATURATION))
-    gas = np.arctanh(np.clip(2 * actions[:, 1] - 1, -SATURATION, SATURATION))
-    brake = np.where(
-        actions[:, 2] > 0,
-        np.arctanh(np.clip(actions[:, 2], 0, SATURATION)),
-        BRAKE_OFF_RAW,
-    )
-    return np.stack([steer, gas, brake], axis=1)
 
 
 def fit_linear_controller(
