@@ -142,6 +142,35 @@ def test_sequence_call_equals_stepping():
     np.testing.assert_allclose(np.asarray(state[0]), np.asarray(final[0]), atol=1e-5)
 
 
+def test_open_loop_reads_its_own_draws_from_open_from_on():
+    model = MDNRNN(3, 2, 8, 2, key=jax.random.PRNGKey(0), num_heads=2)
+    zs = jax.random.normal(jax.random.PRNGKey(1), (7, 3))
+    actions = jax.random.normal(jax.random.PRNGKey(2), (7, 2))
+    key, temperature, start = jax.random.PRNGKey(3), 0.5, 3
+    _, forced = model(zs, actions, all_heads=True)
+    closed = model.open_loop(zs, actions, 7, key, temperature)
+    for ours, theirs in zip(closed, forced):  # open_from past the end: teacher forcing
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6)
+    opened = model.open_loop(zs, actions, start, key, temperature)
+    # The same outputs come from teacher forcing on the draws the open loop made:
+    # z_t for t >= start is head 0's sample at step t - 1 with key fold_in(key, t - 1).
+    inputs = zs
+    for t in range(start, 7):
+        _, prefix = model(inputs[:t], actions[:t])  # head 0's outputs
+        drawn = sample_next_z(
+            jax.tree.map(lambda x: x[t - 1], prefix),
+            jax.random.fold_in(key, t - 1), temperature,
+        )
+        inputs = inputs.at[t].set(drawn)
+    _, replayed = model(inputs, actions, all_heads=True)
+    for ours, theirs in zip(opened, replayed):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-5)
+    assert not np.allclose(np.asarray(opened.mu[start:]), np.asarray(forced.mu[start:]))
+    np.testing.assert_allclose(
+        np.asarray(opened.mu[:start]), np.asarray(forced.mu[:start]), atol=1e-6
+    )
+
+
 def test_action_to_input_one_hot_and_shape_check():
     lander = get_spec("LunarLander-v3")
     np.testing.assert_array_equal(np.asarray(action_to_input(2, lander)), [0, 0, 1, 0])

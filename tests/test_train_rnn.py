@@ -149,8 +149,9 @@ def test_each_head_learns_from_its_own_weighting_of_the_windows():
     assert not np.allclose(first, second, rtol=1e-3)
 
 
-def test_padded_steps_do_not_count():
-    config = make_config("smoke", ENV)
+@pytest.mark.parametrize("open_loop_fraction", [0.0, 1.0])
+def test_padded_steps_do_not_count(open_loop_fraction):
+    config = make_config("smoke", ENV, [f"rnn.open_loop_fraction={open_loop_fraction}"])
     model = rnn_from_config(config, key=jax.random.PRNGKey(0))
     rng = np.random.default_rng(1)
     batch = dict(
@@ -392,3 +393,29 @@ def test_terminated_steps_weigh_done_pos_weight_in_the_bce():
     assert done[5.0] == pytest.approx(done[1.0] + 4 * positive, rel=1e-5)
     with pytest.raises(ConfigError, match="done_pos_weight"):
         make_config("smoke", ENV, ["rnn.done_pos_weight=0"])
+
+
+def test_open_loop_windows_change_the_loss_and_keep_its_scale():
+    config = make_config("smoke", ENV)
+    model = rnn_from_config(config, key=jax.random.PRNGKey(0))
+    rng = np.random.default_rng(3)
+    batch = dict(
+        mu=jnp.asarray(rng.normal(size=(4, 9, 8)), jnp.float32),
+        logvar=jnp.full((4, 9, 8), -3.0),
+        actions=jnp.asarray(rng.uniform(0, 1, size=(4, 8, 3)), jnp.float32),
+        reward_targets=jnp.asarray(rng.normal(size=(4, 8)), jnp.float32),
+        terminated=jnp.zeros((4, 8), bool),
+        mask=jnp.ones((4, 8)),
+    )
+    key, spec = jax.random.PRNGKey(2), get_spec(ENV)
+    losses = {}
+    for fraction in (0.0, 1.0):
+        rnn = dataclasses.replace(config.rnn, open_loop_fraction=fraction)
+        losses[fraction], _ = sequence_loss(model, batch, key, rnn, spec)
+    # Step 0 always reads the data, every other step may read M's own draw: the
+    # loss moves, but it is the same loss (an untrained M's draws are as good as noise).
+    assert float(losses[0.0]) != float(losses[1.0])
+    assert np.isfinite(float(losses[1.0]))
+    assert float(losses[1.0]) == pytest.approx(float(losses[0.0]), rel=0.5)
+    with pytest.raises(ConfigError, match="open_loop_fraction"):
+        make_config("smoke", ENV, ["rnn.open_loop_fraction=1.5"])

@@ -95,6 +95,11 @@ class RNNConfig:
     # Prediction heads on the one LSTM (an ensemble sharing h, which C reads), each
     # trained on its own bootstrap weighting of the windows.
     heads: int = 1
+    # Fraction of training windows whose tail, from a random step on, M reads its own
+    # samples (at temperature open_loop_temperature) instead of the data's z, while
+    # still scored on the data: M learns to follow reality from its own dreams' inputs.
+    open_loop_fraction: float = 0.0
+    open_loop_temperature: float = 0.5
     log_std_min: float = -7.0
     log_std_max: float = 3.0
     val_fraction: float = 0.1
@@ -114,6 +119,8 @@ class RNNConfig:
         _require(self.done_pos_weight > 0, "rnn.done_pos_weight must be > 0")
         _require(0 <= self.dropout < 1, "rnn.dropout must be in [0, 1)")
         _require(self.heads > 0, "rnn.heads must be > 0")
+        _require(0 <= self.open_loop_fraction <= 1, "rnn.open_loop_fraction in [0, 1]")
+        _require(self.open_loop_temperature > 0, "rnn.open_loop_temperature must be > 0")
         _require(self.log_std_min < self.log_std_max, "rnn.log_std_min < log_std_max")
         _require(0 <= self.val_fraction < 1, "rnn.val_fraction must be in [0, 1)")
         _require(self.eval_every > 0, "rnn.eval_every must be > 0")

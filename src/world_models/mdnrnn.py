@@ -159,6 +159,38 @@ class MDNRNN(eqx.Module):
         outputs = jax.vmap(lambda h: self.heads(h, head_mask))(hs)
         return state, outputs if all_heads else select_head(outputs, 0, axis=1)
 
+    def open_loop(
+        self,
+        zs: Float[Array, "t z"],
+        actions: Float[Array, "t a"],
+        open_from: int | Array,
+        key: PRNGKeyArray,
+        temperature: float,
+        head_mask: Float[Array, " hidden"] | None = None,
+    ) -> MDNOutput:
+        """Every head's outputs over the sequence (leading time, heads axes), M reading
+        ``zs`` before step ``open_from`` and from there on its own draw of z_t from head
+        0's prediction at the step before (at ``temperature``), as in the dream. The
+        draws carry no gradient; ``open_from`` >= len(zs) is ``__call__``'s teacher
+        forcing."""
+
+        def step(carry, x):
+            state, own = carry
+            z, action, t = x
+            state, heads = self.step_heads(
+                state, jnp.where(t >= open_from, own, z), action, head_mask
+            )
+            own = sample_next_z(
+                select_head(heads, 0), jax.random.fold_in(key, t), temperature
+            )
+            return (state, jax.lax.stop_gradient(own)), heads
+
+        steps = jnp.arange(zs.shape[0])
+        _, outputs = jax.lax.scan(
+            step, (self.initial_state(), zs[0]), (zs, actions, steps)
+        )
+        return outputs
+
 
 def select_head(outputs: MDNOutput, member: int | Array, axis: int = 0) -> MDNOutput:
     """One head's prediction out of ``heads`` outputs (heads on ``axis``)."""

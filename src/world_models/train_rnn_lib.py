@@ -62,10 +62,18 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def predict_batch(
-    model: MDNRNN, batch: Batch, spec: EnvSpec, key: jax.Array, dropout: float = 0.0
+    model: MDNRNN,
+    batch: Batch,
+    spec: EnvSpec,
+    key: jax.Array,
+    dropout: float = 0.0,
+    open_loop_fraction: float = 0.0,
+    open_loop_temperature: float = 1.0,
 ):
     """Sample z from the posterior and run M over every window of the batch, each
-    window with its own head dropout mask (as each dream has its own).
+    window with its own head dropout mask (as each dream has its own). A fraction
+    ``open_loop_fraction`` of the windows (each a coin flip) is read open loop from a
+    uniform step 1..L-1 on (``MDNRNN.open_loop``).
 
     Returns (outputs with leading (B, L, heads), z targets (B, L, 1, Z)).
     """
@@ -76,8 +84,19 @@ def predict_batch(
     masks = jax.vmap(dropout_mask, in_axes=(0, None, None))(
         jax.random.split(mask_key, mu.shape[0]), model.hidden_size, dropout
     )
-    _, outputs = jax.vmap(model, in_axes=(0, 0, None, 0, None))(
-        z[:, :-1], actions, None, masks, True
+    if not open_loop_fraction:
+        _, outputs = jax.vmap(model, in_axes=(0, 0, None, 0, None))(
+            z[:, :-1], actions, None, masks, True
+        )
+        return outputs, z[:, 1:, None]
+    windows, length = actions.shape[:2]
+    coin_key, start_key, draw_key = jax.random.split(jax.random.fold_in(key, 2), 3)
+    opens = jax.random.bernoulli(coin_key, open_loop_fraction, (windows,))
+    starts = jax.random.randint(start_key, (windows,), 1, max(length, 2))
+    open_from = jnp.where(opens, starts, length)
+    outputs = jax.vmap(model.open_loop, in_axes=(0, 0, 0, 0, None, 0))(
+        z[:, :-1], actions, open_from, jax.random.split(draw_key, windows),
+        open_loop_temperature, masks,
     )
     return outputs, z[:, 1:, None]
 
@@ -92,7 +111,10 @@ def sequence_loss(
     several heads, each weighs the windows by its own Exp(1) draw (a Bayesian
     bootstrap), so the heads disagree where the data leaves M unsure.
     """
-    outputs, targets = predict_batch(model, batch, spec, key, rnn.dropout)
+    outputs, targets = predict_batch(
+        model, batch, spec, key, rnn.dropout, rnn.open_loop_fraction,
+        rnn.open_loop_temperature,
+    )
     mask = batch["mask"][..., None]  # (B, L, 1): broadcast over the heads
     if model.num_heads > 1:
         weights = jax.random.exponential(
