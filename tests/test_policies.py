@@ -105,3 +105,28 @@ def test_reckless_drives_then_leaves_the_road_for_good():
     assert np.mean(on_road[10:40]) > 0.9  # after the opening zoom
     assert np.mean(on_road[200:]) < 0.5
     np.testing.assert_array_equal(_play_reckless(3, 400)[0], actions)
+
+
+def _play(name: str, seed: int, steps: int, **kwargs) -> tuple[np.ndarray, float]:
+    env = make_env("CarRacing-v3")
+    policy = make_policy(name, "CarRacing-v3", **kwargs)
+    observation, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    actions, on_road = [], []
+    for _ in range(steps):
+        action = policy.act(None, observation)
+        observation, *_ = env.step(action)
+        actions.append(action)
+        on_road.append(road_mask(observation)[60:66, 44:52].mean() > 0.5)
+    env.close()
+    return np.stack(actions), float(np.mean(on_road[50:]))
+
+
+def test_understeer_misses_corners_that_full_steering_takes():
+    weak, weak_on_road = _play("understeer", 3, 500)
+    full, full_on_road = _play("understeer", 3, 500, steer_gain=(1.0, 1.0))
+    aggressive, _ = _play("aggressive", 3, 500)
+    np.testing.assert_array_equal(full, aggressive)  # gain 1: aggressive exactly
+    assert weak_on_road < full_on_road - 0.1  # 0.36 against 0.52
+    assert np.abs(weak[:, 0]).mean() < np.abs(full[:, 0]).mean()
+    np.testing.assert_array_equal(_play("understeer", 3, 500)[0], weak)

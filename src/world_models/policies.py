@@ -178,7 +178,9 @@ class PixelDriver:
 
     ``recovery``: moderate speed, steering noise and occasional deliberate swerves that
     it then recovers from. ``aggressive``: a high target speed, braking only when the
-    corner is close, so the car slides at the friction limit.
+    corner is close, so the car slides at the friction limit. ``understeer``:
+    aggressive's speeds with the steering scaled by a gain redrawn from ``steer_gain``
+    every ``gain_steps``, so it misses corners at speed and comes back.
     """
 
     def __init__(
@@ -189,14 +191,20 @@ class PixelDriver:
         steer_noise: float,
         swerve_prob: float,
         swerve_steps: tuple[int, int],
+        steer_gain: tuple[float, float] = (1.0, 1.0),
+        gain_steps: tuple[int, int] = (1, 2),
     ):
         self.base_speed, self.speed_per_row = base_speed, speed_per_row
         self.brake_margin, self.steer_noise = brake_margin, steer_noise
         self.swerve_prob, self.swerve_steps = swerve_prob, swerve_steps
+        self.steer_gain, self.gain_steps = steer_gain, gain_steps
         self.reset(0)
 
     def reset(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
+        # The gain has a stream of its own: the other drivers' episodes stay as they were.
+        self.gain_rng = np.random.default_rng((seed, 2))
+        self.gain, self.gain_left = 1.0, 0
         self.previous_error = 0.0
         self.noise = 0.0
         self.swerve_left = 0
@@ -225,7 +233,7 @@ class PixelDriver:
             )
         else:
             error = self._steering_error(road)
-        steer = 0.08 * error + 0.15 * (error - self.previous_error)
+        steer = (0.08 * error + 0.15 * (error - self.previous_error)) * self._gain()
         self.previous_error = error
         self.noise = 0.9 * self.noise + self.steer_noise * self.rng.standard_normal()
         steer += self.noise
@@ -245,6 +253,15 @@ class PixelDriver:
         if abs(steer) > 0.6:
             gas *= 0.5
         return np.array([np.clip(steer, -1, 1), gas, brake], np.float32)
+
+    def _gain(self) -> float:
+        if self.steer_gain == (1.0, 1.0):
+            return 1.0
+        if self.gain_left == 0:
+            self.gain = float(self.gain_rng.uniform(*self.steer_gain))
+            self.gain_left = int(self.gain_rng.integers(*self.gain_steps))
+        self.gain_left -= 1
+        return self.gain
 
 
 def _require_carracing(env_id: str, name: str) -> None:
@@ -279,6 +296,26 @@ def make_aggressive(env_id: str, steer_noise: float = 0.02) -> Policy:
         steer_noise=steer_noise,
         swerve_prob=0.0,
         swerve_steps=(1, 2),
+    )
+
+
+def make_understeer(
+    env_id: str,
+    steer_gain: tuple[float, float] = (0.0, 0.3),
+    gain_steps: tuple[int, int] = (30, 150),
+) -> Policy:
+    """Measured on CarRacing seeds 3-5 (1000 steps): on the road 44-58 % of the time
+    with 4-9 departures, against aggressive's 71-76 % (departures from sliding)."""
+    _require_carracing(env_id, "understeer")
+    return PixelDriver(
+        base_speed=28.0,
+        speed_per_row=1.1,
+        brake_margin=15.0,
+        steer_noise=0.02,
+        swerve_prob=0.0,
+        swerve_steps=(1, 2),
+        steer_gain=tuple(steer_gain),
+        gain_steps=tuple(gain_steps),
     )
 
 
@@ -347,3 +384,4 @@ def make_reckless(
 register_policy("recovery", make_recovery)
 register_policy("aggressive", make_aggressive)
 register_policy("reckless", make_reckless)
+register_policy("understeer", make_understeer)

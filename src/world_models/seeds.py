@@ -28,7 +28,7 @@ CHECK_STRIDE = 1_000
 SELECTION_BASE = BAND
 COLLECTION_BASE = 2 * BAND
 COLLECTION_SLOTS = (
-    "brownian", "recovery", "aggressive", "on_policy", "agent", "reckless"
+    "brownian", "recovery", "aggressive", "on_policy", "agent", "reckless", "understeer"
 )
 MAX_ROUNDS = BAND // ROUND_STRIDE
 MAX_CHECKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
