@@ -19,7 +19,7 @@ from world_models.config import load_run_config
 from world_models.controller import controller_to_flat
 from world_models.dream_view import dream_frames, save_blocks
 from world_models.evolve import load_dream
-from world_models.vae import load_vae
+from world_models.vae_training import load_vae
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from world_models.controller import controller_to_flat
 from world_models.data import list_episodes
 from world_models.evolve import save_start
 from world_models.imitation import fit_linear_controller
-from world_models.mdnrnn import load_rnn
 from world_models.rollouts import evaluate
 from world_models.seeds import MAX_CHECKS_PER_ROUND, selection_seeds
+from world_models.train_rnn_lib import load_rnn
 
 
 def main() -> None:

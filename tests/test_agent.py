@@ -33,12 +33,12 @@ from world_models.evolve import (
     restart_from_kept,
 )
 from world_models.logs import read_metrics
-from world_models.mdnrnn import action_to_input, load_rnn, rnn_from_config
+from world_models.mdnrnn import action_to_input, rnn_from_config
 from world_models.rollouts import evaluate, play_episode
 from world_models.seeds import selection_seeds
-from world_models.train_rnn_lib import latest_rnn_step, train_rnn
-from world_models.vae import ConvVAE, encode_frames, load_vae
-from world_models.vae_training import checkpointer, initial_state
+from world_models.train_rnn_lib import latest_rnn_step, load_rnn, train_rnn
+from world_models.vae import ConvVAE, encode_frames
+from world_models.vae_training import checkpointer, initial_state, load_vae
 
 STEPS = 12
 

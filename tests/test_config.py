@@ -3,8 +3,14 @@ import json
 import pytest
 
 from world_models.config import (
-    CONFIG_FILENAME, PRESETS, ConfigError, apply_overrides, init_run, load_config,
-    load_run_config, make_config,
+    CONFIG_FILENAME,
+    PRESETS,
+    ConfigError,
+    apply_overrides,
+    init_run,
+    load_config,
+    load_run_config,
+    make_config,
 )
 
 

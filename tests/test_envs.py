@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from world_models.envs import ENVS, UnknownEnvError, get_spec, make_env, preprocess_frame, raw_frame
+from world_models.envs import (
+    ENVS,
+    UnknownEnvError,
+    get_spec,
+    make_env,
+    preprocess_frame,
+    raw_frame,
+)
 
 
 def test_unknown_env_lists_supported():

@@ -13,7 +13,8 @@ import pytest
 
 from world_models.config import ConfigError, make_config
 from world_models.logs import read_metrics
-from world_models.pipeline import STAGES, marker_path, run_pipeline
+from world_models.markers import STAGES, marker_path
+from world_models.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

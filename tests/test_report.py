@@ -10,7 +10,7 @@ from scipy import stats as scipy_stats
 
 from world_models.config import init_run, make_config
 from world_models.logs import MetricsLogger
-from world_models.pipeline import marker_path
+from world_models.markers import marker_path
 from world_models.report import render_report, write_report
 
 HEADS = dict(val_return_pred_mean=12.5, val_return_true_mean=20.25,

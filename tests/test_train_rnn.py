@@ -15,11 +15,12 @@ from world_models.config import ConfigError, init_run, make_config
 from world_models.data import SequenceSampler, save_latents
 from world_models.envs import get_spec
 from world_models.logs import read_metrics
-from world_models.mdnrnn import load_rnn, rnn_from_config
+from world_models.mdnrnn import rnn_from_config
 from world_models.train_rnn_lib import (
     TrainingDivergedError,
     auroc,
     evaluate,
+    load_rnn,
     make_optimizer,
     make_train_step,
     return_calibration,

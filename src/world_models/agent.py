@@ -37,11 +37,12 @@ from world_models.controller import (
     zero_controller,
 )
 from world_models.envs import EnvSpec, get_spec
-from world_models.mdnrnn import MDNRNN, MDNOutput, action_to_input, load_rnn
+from world_models.mdnrnn import MDNRNN, MDNOutput, action_to_input
 from world_models.policies import register_policy
-from world_models.train_rnn_lib import latest_rnn_step
-from world_models.vae import ConvVAE, frames_to_float, load_vae
+from world_models.train_rnn_lib import latest_rnn_step, load_rnn
+from world_models.vae import ConvVAE, frames_to_float
 from world_models.vae_training import checkpointer as vae_checkpointer
+from world_models.vae_training import load_vae
 
 CONTROLLER_SOURCES = ("best", "mean", "zero")
 

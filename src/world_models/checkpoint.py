@@ -19,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from world_models.files import write_atomic_text
+
 CONFIG_FILENAME = "checkpoint_config.json"
 
 
@@ -96,9 +98,9 @@ class Checkpointer:
     def save(self, step: int, state: Any) -> None:
         if not self._config_path.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self._config_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True))
-            os.replace(tmp, self._config_path)
+            write_atomic_text(
+                self._config_path, json.dumps(self.config, indent=2, sort_keys=True)
+            )
         self.manager.save(step, args=ocp.args.StandardSave(_to_storable(state)), force=True)
         self.manager.wait_until_finished()
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from world_models.files import write_atomic_text
+
 PRESETS = ("smoke", "quick", "standard", "full")
 CONFIG_FILENAME = "config.json"
 ENSEMBLE_MODES = ("sample", "pessimistic")
@@ -404,17 +406,6 @@ def load_config(path: str | os.PathLike) -> Config:
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON: {error}") from None
     return config_from_dict(data)
-
-
-def write_atomic_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def config_diff(a: Config, b: Config) -> list[str]:

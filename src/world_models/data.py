@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from world_models.envs import ENVS, FRAME_SIZE
+from world_models.files import TMP_MARKER, atomic_open
 
 FRAME_SHAPE = (FRAME_SIZE, FRAME_SIZE, 3)
 STEP_KEYS = ("actions", "rewards", "terminated", "truncated")
 PROVENANCE_KEYS = ("env_id", "policy", "seed")
 EPISODE_KEYS = ("obs", *STEP_KEYS, *PROVENANCE_KEYS)
 LATENT_KEYS = ("mu", "logvar", *STEP_KEYS, *PROVENANCE_KEYS)
-TMP_MARKER = ".tmp-"
 # zlib level 1: frames of flat colour compress almost as well as at level 6, ~4x faster.
 COMPRESS_LEVEL = 1
 
@@ -47,23 +47,15 @@ def _write_npz_atomic(
 ) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            with zipfile.ZipFile(
-                handle, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
-            ) as archive:
-                for key, array in arrays.items():
-                    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(
-                            member, np.asanyarray(array), allow_pickle=False
-                        )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        with zipfile.ZipFile(
+            handle, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
+        ) as archive:
+            for key, array in arrays.items():
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(
+                        member, np.asanyarray(array), allow_pickle=False
+                    )
 
 
 def _as_arrays(data: Mapping[str, Any], keys: Sequence[str]) -> dict[str, np.ndarray]:

@@ -26,16 +26,14 @@ from evosax.algorithms import CMA_ES
 from jaxtyping import Array, PRNGKeyArray
 from tqdm import tqdm
 
-import world_models.agent  # noqa: F401  registers the "agent" policy the checks play
 from world_models.checkpoint import Checkpointer
 from world_models.config import Config, load_run_config
 from world_models.controller import controller_to_flat, make_controller, num_parameters
 from world_models.dream import Dream, load_dream_starts, make_dream
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
-from world_models.mdnrnn import load_rnn
 from world_models.seeds import selection_seeds
-from world_models.train_rnn_lib import latest_rnn_step
+from world_models.train_rnn_lib import latest_rnn_step, load_rnn
 
 DREAM_ESTIMATE_ROLLOUTS = 64  # dreams behind the dream's estimate at a real check
 

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from world_models.files import write_atomic_text
+
 METRICS_FILENAME = "metrics.jsonl"
 
 
@@ -30,9 +32,7 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         kept = [row for row in read_metrics(self.path) if row["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(tmp, self.path)
+        write_atomic_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def log(self, step: int, **scalars: Any) -> None:
         row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}

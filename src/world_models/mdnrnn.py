@@ -12,8 +12,6 @@ reward of a terminating step is one learned scalar (``terminal_reward``).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 import equinox as eqx
@@ -22,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from world_models.config import Config, RNNConfig, load_run_config
+from world_models.config import Config, RNNConfig
 from world_models.envs import EnvSpec, get_spec
 
 LSTMState = tuple[Float[Array, " hidden"], Float[Array, " hidden"]]
@@ -310,10 +308,3 @@ def checkpoint_config(config: Config) -> dict:
         action_size=get_spec(config.env_id).action_input_size,
         env_id=config.env_id,
     )
-
-
-def load_rnn(run_dir: str | os.PathLike) -> MDNRNN:
-    """M from the latest checkpoint in ``run_dir``/rnn/ckpt."""
-    from world_models.train_rnn_lib import restore_latest_model
-
-    return restore_latest_model(Path(run_dir), load_run_config(run_dir))

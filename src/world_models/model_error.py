@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from world_models.compare import comparison_markdown, comparison_rows, plot_mse_curves
 from world_models.config import load_run_config
 from world_models.data import (
     list_episodes,
@@ -38,9 +39,11 @@ from world_models.data import (
     split_by_episode,
 )
 from world_models.envs import get_spec
-from world_models.mdnrnn import action_to_input, load_rnn, mode_next_z, sample_next_z
-from world_models.compare import comparison_markdown, comparison_rows, plot_mse_curves
-from world_models.vae import encode_frames, load_vae
+from world_models.files import atomic_open, write_atomic_text
+from world_models.mdnrnn import action_to_input, mode_next_z, sample_next_z
+from world_models.train_rnn_lib import load_rnn
+from world_models.vae import encode_frames
+from world_models.vae_training import load_vae
 
 GRAY_SIZE = 84  # the protocol's frame size, shared with other world-model papers
 PICKLE_KEYS = (
@@ -128,10 +131,8 @@ def save_record(record: Mapping[str, Any], stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     for suffix, write in ((".pkl", _write_pickle), (".npz", _write_npz)):
         path = stem.with_suffix(suffix)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as handle:
+        with atomic_open(path, "wb") as handle:
             write(handle, record)
-        os.replace(tmp, path)
 
 
 def _write_pickle(handle, record: Mapping[str, Any]) -> None:
@@ -451,9 +452,7 @@ def _beats_from(model: Sequence[float], baseline: Sequence[float]) -> int | None
 def _write_json(path: Path, data: Any) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_atomic_text(path, json.dumps(data, indent=2))
 
 
 def plot_sequence(

@@ -18,20 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from world_models.config import Config, init_run, write_atomic_text
+from world_models.config import Config, init_run
+from world_models.files import write_atomic_text
+from world_models.markers import marker_path, read_marker
+from world_models.report import write_report
 from world_models.seeds import collection_seeds
 
-STAGES = ("collect", "vae", "encode", "rnn", "dream", "test")
 BASELINES = ("brownian", "zero")
-
-
-def marker_path(run_dir: Path, round_index: int, stage: str) -> Path:
-    return run_dir / "pipeline" / f"round{round_index}_{stage}.json"
-
-
-def read_marker(run_dir: Path, round_index: int, stage: str) -> dict[str, Any] | None:
-    path = marker_path(run_dir, round_index, stage)
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _run_stage(run_dir: Path, round_index: int, stage: str,
@@ -62,8 +55,6 @@ def _jsonable(value: Any) -> Any:
 def run_pipeline(run_dir: str | Path, config: Config, fresh: bool = False,
                  progress: bool = True) -> Path:
     """Run (or resume) every stage of every round; returns the path of report.md."""
-    from world_models.report import write_report
-
     run_dir = Path(run_dir)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)

@@ -12,19 +12,11 @@ from world_models.calibration import (
     calibration_section,
     write_calibration_plot,
 )
-from world_models.config import load_run_config, write_atomic_text
+from world_models.config import load_run_config
+from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
-from world_models.pipeline import STAGES
+from world_models.markers import read_markers
 from world_models.stats import paired_difference, summarize
-
-
-def _markers(run_dir: Path) -> list[dict[str, Any]]:
-    folder = run_dir / "pipeline"
-    if not folder.is_dir():
-        return []
-    records = [json.loads(p.read_text()) for p in folder.glob("round*_*.json")]
-    order = {stage: i for i, stage in enumerate(STAGES)}
-    return sorted(records, key=lambda r: (r["round"], order.get(r["stage"], len(order))))
 
 
 def _latest(rows: list[dict[str, Any]], prefix: str) -> dict[str, tuple[int, float]]:
@@ -86,7 +78,7 @@ def _links(run_dir: Path, pattern: str) -> list[str]:
 def render_report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    markers = _markers(run_dir)
+    markers = read_markers(run_dir)
     lines = [f"# World Models run: {run_dir.name}", "",
              f"Environment **{config.env_id}**, preset **{config.preset}**, "
              f"{config.pipeline.rounds} round(s). Full settings: [config.json](config.json).",

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from world_models.config import Config, write_atomic_text
-from world_models.data import TMP_MARKER, EpisodeError, load_episode, save_episode
+from world_models.config import Config
+from world_models.data import EpisodeError, load_episode, save_episode
 from world_models.envs import (
     get_spec,
     make_env,
@@ -33,6 +33,7 @@ from world_models.envs import (
     raw_frame,
     step_limit,
 )
+from world_models.files import TMP_MARKER, write_atomic_text
 from world_models.policies import Policy, PolicyFactory, get_factory
 from world_models.seeds import collection_seeds
 

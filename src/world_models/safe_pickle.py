@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+
 class UnsafePickleError(pickle.UnpicklingError):
     """A pickle asked for something other than plain data or numpy arrays."""
 

@@ -138,7 +138,7 @@ def seed_plan(config: Any) -> dict[str, Any]:
 
 
 def write_seed_plan(run_dir: str | os.PathLike, config: Any) -> Path:
-    from world_models.config import write_atomic_text
+    from world_models.files import write_atomic_text
 
     path = Path(run_dir) / SEED_PLAN_FILENAME
     write_atomic_text(path, json.dumps(seed_plan(config), indent=2))

@@ -311,6 +311,11 @@ def latest_rnn_step(run_dir: str | Path) -> int | None:
     return _checkpointer(run_dir, load_run_config(run_dir)).latest_step()
 
 
+def load_rnn(run_dir: str | Path) -> MDNRNN:
+    """M of the latest checkpoint in ``run_dir``/rnn/ckpt (CheckpointError if none)."""
+    return restore_latest_model(Path(run_dir), load_run_config(run_dir))
+
+
 def restore_latest_model(run_dir: Path, config: Config) -> MDNRNN:
     """The model of the latest RNN checkpoint in ``run_dir``."""
     directory = run_dir / "rnn" / "ckpt"

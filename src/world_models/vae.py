@@ -23,7 +23,6 @@ lax.conv_general_dilated).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -411,9 +410,3 @@ def encode_frames(
         return empty, empty.copy()
     return np.concatenate(mus), np.concatenate(logvars)
 
-
-def load_vae(run_dir: str | Path) -> ConvVAE:
-    """The ConvVAE of the latest checkpoint in ``run_dir``/vae/ckpt."""
-    from world_models.vae_training import load_trained_vae  # it imports this module
-
-    return load_trained_vae(run_dir)

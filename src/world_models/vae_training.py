@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
-from world_models.config import VAEConfig, load_run_config, write_atomic_text
+from world_models.config import VAEConfig, load_run_config
 from world_models.data import (
     PROVENANCE_KEYS,
     STEP_KEYS,
@@ -35,6 +35,7 @@ from world_models.data import (
     save_latents,
     split_by_episode,
 )
+from world_models.files import write_atomic_text
 from world_models.logs import MetricsLogger, plot_curves
 from world_models.vae import (
     ConvVAE,
@@ -73,8 +74,8 @@ def checkpointer(run_dir: str | Path, config: VAEConfig) -> Checkpointer:
     return Checkpointer(Path(run_dir) / "vae" / "ckpt", dataclasses.asdict(config))
 
 
-def load_trained_vae(run_dir: str | Path) -> ConvVAE:
-    """The model of the latest checkpoint in ``run_dir`` (CheckpointError if none)."""
+def load_vae(run_dir: str | Path) -> ConvVAE:
+    """V of the latest checkpoint in ``run_dir``/vae/ckpt (CheckpointError if none)."""
     config = load_run_config(run_dir).vae
     ckpt = checkpointer(run_dir, config)
     return ckpt.restore(eqx.filter_eval_shape(initial_state, config))["model"]

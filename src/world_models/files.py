@@ -1,0 +1,40 @@
+"""Atomic file writes: a reader, or a run resumed after a kill, finds the old file or
+the new one, never half of one. The temporary file sits beside the target (same
+filesystem, so ``os.replace`` is atomic) under a name that folder listings skip."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+TMP_MARKER = ".tmp-"  # in every temporary file's name: listings skip such files
+
+
+def temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file for writing; on a clean exit it replaces ``path``
+    (flushed and fsynced first), on an exception it is removed."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path) as handle:
+        handle.write(text)
