@@ -54,6 +54,19 @@ def test_other_config_refused(tmp_path):
         Checkpointer(tmp_path / "ck", {"lr": 1e-2})
 
 
+def test_a_setting_added_later_matches_only_at_its_default(tmp_path):
+    Checkpointer(tmp_path / "ck", {"lr": 1e-3}).save(1, _state(0))
+    defaults = {"lr": 1e-4, "new": 0.0}
+    resumed = Checkpointer(tmp_path / "ck", {"lr": 1e-3, "new": 0.0}, defaults=defaults)
+    assert resumed.latest_step() == 1
+    with pytest.raises(CheckpointError, match="another config.*new"):
+        Checkpointer(tmp_path / "ck", {"lr": 1e-3, "new": 0.5}, defaults=defaults)
+    with pytest.raises(CheckpointError, match="another config.*new"):  # no default known
+        Checkpointer(tmp_path / "ck", {"lr": 1e-3, "new": 0.0})
+    with pytest.raises(CheckpointError, match="another config.*lr"):  # saved keys as before
+        Checkpointer(tmp_path / "ck", {"lr": 1e-4, "new": 0.0}, defaults=defaults)
+
+
 def test_other_shapes_refused(tmp_path):
     ckpt = Checkpointer(tmp_path / "ck", {})
     ckpt.save(1, {"w": jnp.zeros((3, 4))})

@@ -88,3 +88,35 @@ def test_a_search_starts_from_a_saved_controller(tmp_path):
     rows = read_metrics(run / "dream" / "metrics.jsonl")
     assert rows[0]["step"] == 0 and "best_rescored" in rows[0]  # reality scores it first
     assert int(load_search(run)["generation"]) == config.dream.generations
+
+
+def test_the_dream_gap_starts_where_the_real_episode_stands(tmp_path):
+    """A one-step dream branched at frame t reads M's state there and the frame's
+    latent: with the controller's own actions and a sharp posterior, its reward is M's
+    teacher-forced reward at t; longer dreams sum more steps."""
+    from world_models.dream_gap import dream_gap
+    from world_models.data import load_latents
+
+    config = make_config("smoke")
+    spec = get_spec(config.env_id)
+    rnn = rnn_from_config(config, key=jax.random.key(0))
+    teacher = make_controller(config, key=jax.random.key(1))
+    paths = _episodes(tmp_path, config, rnn, teacher, count=2, steps=12)
+    episodes = []
+    for path in paths:
+        latents = dict(load_latents(path))
+        latents["logvar"] = np.full_like(latents["logvar"], -30.0)  # z = mu
+        latents["rewards"] = np.arange(12, dtype=np.float32)
+        episodes.append(latents)
+    params = controller_to_flat(teacher)
+    rows = dream_gap(rnn, episodes, teacher, params, spec, every=4, horizon=1,
+                     temperature=1.0, rollouts=2, key=jax.random.key(2))
+    assert [(r["episode"], r["t"]) for r in rows] == [(e, t) for e in (0, 1)
+                                                     for t in (0, 4, 8)]
+    for row in rows:
+        assert row["real"] == row["t"]
+        assert row["dream"] == pytest.approx(row["teacher_forced"], abs=1e-4)
+    longer = dream_gap(rnn, episodes, teacher, params, spec, every=4, horizon=5,
+                       temperature=1.0, rollouts=2, key=jax.random.key(2))
+    assert [r["t"] for r in longer] == [0, 4] * 2  # t + horizon inside the episode
+    assert longer[1]["real"] == sum(range(4, 9))

@@ -54,11 +54,23 @@ def _to_storable(tree: Any) -> Any:
 
 
 class Checkpointer:
-    """Saves and restores training states under ``directory``, keeping the last ``keep``."""
+    """Saves and restores training states under ``directory``, keeping the last ``keep``.
 
-    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], keep: int = 3):
+    ``defaults``: the config's default values. A key the saved config lacks (a setting
+    added after those checkpoints were written) matches when ``config`` holds its
+    default, the value that keeps the old behaviour, so old runs still load.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        config: dict[str, Any],
+        keep: int = 3,
+        defaults: dict[str, Any] | None = None,
+    ):
         self.directory = Path(directory).absolute()
         self.config = _canonical(config)
+        defaults = _canonical(defaults or {})
         self.keep = keep
         self._config_path = self.directory / CONFIG_FILENAME
         if self._config_path.exists():
@@ -66,11 +78,13 @@ class Checkpointer:
                 saved = json.loads(self._config_path.read_text())
             except json.JSONDecodeError:
                 raise CheckpointError(f"{self._config_path} is corrupt (not JSON)") from None
-            if saved != self.config:
-                changed = sorted(
-                    key for key in set(saved) | set(self.config)
-                    if saved.get(key) != self.config.get(key)
-                )
+            changed = sorted(
+                key for key in set(saved) | set(self.config)
+                if saved.get(key) != self.config.get(key)
+                and not (key not in saved and key in defaults
+                         and self.config.get(key) == defaults[key])
+            )
+            if changed:
                 raise CheckpointError(
                     f"checkpoints in {self.directory} were written under another config "
                     f"(differs in: {', '.join(changed) or 'structure'}); start over with --fresh"

@@ -156,6 +156,12 @@ def checkpoint_config(config: Config) -> dict[str, Any]:
     )
 
 
+def _checkpointer(folder: Path, config: Config) -> Checkpointer:
+    return Checkpointer(
+        folder / "ckpt", checkpoint_config(config), defaults=checkpoint_config(Config())
+    )
+
+
 def _search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
     template = make_controller(config, key=jax.random.key(config.dream.seed))
     es, es_params = make_strategy(config, num_parameters(template))
@@ -184,7 +190,7 @@ def save_start(
     search = _search_from_kept(
         es, es_params, jnp.asarray(params, jnp.float32), config.dream.seed
     )
-    checkpointer = Checkpointer(Path(folder) / "ckpt", checkpoint_config(config))
+    checkpointer = _checkpointer(Path(folder), config)
     try:
         checkpointer.save(0, search)
     finally:
@@ -202,7 +208,7 @@ def load_search(
     config = load_run_config(run_dir) if config is None else config
     _, _, template = _search_template(config)
     folder = Path(run_dir) / "dream" if folder is None else Path(folder)
-    checkpointer = Checkpointer(folder / "ckpt", checkpoint_config(config))
+    checkpointer = _checkpointer(folder, config)
     try:
         return checkpointer.restore(template)
     finally:
@@ -261,7 +267,7 @@ def evolve(
     dream = load_dream(run_dir, config)
     if fresh:
         shutil.rmtree(out_dir / "ckpt", ignore_errors=True)
-    checkpointer = Checkpointer(out_dir / "ckpt", checkpoint_config(config))
+    checkpointer = _checkpointer(out_dir, config)
     logger = MetricsLogger(out_dir)
     if checkpointer.latest_step() is not None:
         search = checkpointer.restore(search)

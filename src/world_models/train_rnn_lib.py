@@ -302,7 +302,8 @@ def _train_state(config: Config, key: jax.Array) -> dict[str, Any]:
 
 
 def _checkpointer(run_dir: Path, config: Config) -> Checkpointer:
-    return Checkpointer(run_dir / "rnn" / "ckpt", checkpoint_config(config))
+    return Checkpointer(run_dir / "rnn" / "ckpt", checkpoint_config(config),
+                        defaults=checkpoint_config(Config()))
 
 
 def latest_rnn_step(run_dir: str | Path) -> int | None:

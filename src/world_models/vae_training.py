@@ -71,7 +71,8 @@ def _optimiser(config: VAEConfig) -> optax.GradientTransformation:
 
 
 def checkpointer(run_dir: str | Path, config: VAEConfig) -> Checkpointer:
-    return Checkpointer(Path(run_dir) / "vae" / "ckpt", dataclasses.asdict(config))
+    return Checkpointer(Path(run_dir) / "vae" / "ckpt", dataclasses.asdict(config),
+                        defaults=dataclasses.asdict(VAEConfig()))
 
 
 def load_vae(run_dir: str | Path) -> ConvVAE:
