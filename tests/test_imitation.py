@@ -94,8 +94,8 @@ def test_the_dream_gap_starts_where_the_real_episode_stands(tmp_path):
     """A one-step dream branched at frame t reads M's state there and the frame's
     latent: with the controller's own actions and a sharp posterior, its reward is M's
     teacher-forced reward at t; longer dreams sum more steps."""
-    from world_models.dream_gap import dream_gap
     from world_models.data import load_latents
+    from world_models.dream_gap import dream_gap
 
     config = make_config("smoke")
     spec = get_spec(config.env_id)

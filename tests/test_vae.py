@@ -24,12 +24,11 @@ from world_models.vae import (
     count_parameters,
     encode_frames,
     kl_divergence,
-    load_vae,
     strided_conv,
     transposed_conv,
     vae_loss,
 )
-from world_models.vae_training import TrainingDiverged, encode_run, train_vae
+from world_models.vae_training import TrainingDiverged, encode_run, load_vae, train_vae
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
