@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +143,6 @@ class Checkpointer:
             restored, arrays,
         )
         return eqx.combine(restored, static)
-
-    def clear(self) -> None:
-        self.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def close(self) -> None:
         if self._manager is not None:

@@ -384,8 +384,7 @@ def collect(
     if episodes <= 0:
         raise ValueError(f"episodes must be > 0, got {episodes}")
     get_spec(env_id)
-    factory_check = get_factory(policy_name)  # unknown names fail before any work
-    del factory_check
+    get_factory(policy_name)  # unknown names fail before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(f".*{TMP_MARKER}*"):
