@@ -84,7 +84,7 @@ def test_missing_and_corrupt_config_files(tmp_path):
 
 def test_heuristic_policies_only_where_the_env_has_them():
     assert make_config("quick", "CarRacing-v3").collect.policies == (
-        "brownian", "recovery", "aggressive")
+        "brownian", "recovery", "aggressive", "understeer")
     lunar = make_config("quick", "LunarLander-v3")
     assert lunar.collect.policies == ("brownian",)
     assert lunar.pipeline.heuristic_policies_later_rounds == ()

@@ -33,7 +33,10 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class CollectConfig:
-    policies: tuple[str, ...] = ("brownian", "recovery", "aggressive")
+    # understeer: without a driver that misses bends, M learns that the road bends to
+    # stay under a steering car, and the dream pays controllers that drive off
+    # (docs/transfer.md, fourth pass).
+    policies: tuple[str, ...] = ("brownian", "recovery", "aggressive", "understeer")
     episodes_per_policy: int = 8
     max_steps: int = 1000  # 0 means the environment's own step limit
     workers: int = 2
