@@ -17,7 +17,7 @@ from world_models.agent import (
     sample_posterior,
 )
 from world_models.config import init_run, load_run_config, make_config
-from world_models.controller import action_bounds, controller_to_flat, make_controller
+from world_models.controller import controller_to_flat, head_bounds, make_controller
 from world_models.envs import get_spec
 from world_models.evaluate import (
     evaluate_run,
@@ -96,7 +96,7 @@ def test_agent_steps_m_exactly_as_the_dream(car_episode):
 def test_on_policy_noise_stays_in_range_and_is_seeded():
     noisy = _agent(noise=0.5)
     episode = play_episode("CarRacing-v3", noisy, seed=5, max_steps=STEPS)
-    low, high = action_bounds(get_spec("CarRacing-v3"))
+    low, high = head_bounds(get_spec("CarRacing-v3"))
     assert np.all(episode["actions"] >= low) and np.all(episode["actions"] <= high)
     again = play_episode("CarRacing-v3", noisy, seed=5, max_steps=STEPS)
     np.testing.assert_array_equal(episode["actions"], again["actions"])

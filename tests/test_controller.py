@@ -8,10 +8,10 @@ from world_models.controller import (
     LinearController,
     MLPController,
     act,
-    action_bounds,
     action_head,
     controller_from_flat,
     controller_to_flat,
+    head_bounds,
     make_controller,
     num_parameters,
     zero_controller,
@@ -58,7 +58,7 @@ def test_flat_round_trip(kind):
 def test_car_racing_head_stays_in_range():
     raw = 10.0 * jax.random.normal(jax.random.key(0), (2000, 3))
     actions = np.asarray(jax.vmap(lambda r: action_head(r, CAR))(raw))
-    low, high = action_bounds(CAR)
+    low, high = head_bounds(CAR)
     assert np.all(actions >= low) and np.all(actions <= high)
     # every part of the range is reachable: full left/right, full gas, full brake
     assert actions[:, 0].min() < -0.99 and actions[:, 0].max() > 0.99
@@ -79,7 +79,7 @@ def test_discrete_head_is_argmax():
     assert actions.dtype == jnp.int32
     np.testing.assert_array_equal(actions, np.argmax(np.asarray(raw), axis=1))
     with pytest.raises(ValueError, match="discrete"):
-        action_bounds(LANDER)
+        head_bounds(LANDER)
 
 
 def test_zero_controller_drives_straight_at_half_gas():

@@ -15,10 +15,10 @@ from world_models.controller import (
 from world_models.dream import make_dream
 from world_models.envs import get_spec
 from world_models.evolve import (
-    checkpoint_config,
     initial_search,
     make_strategy,
     run_generations,
+    search_checkpoint_config,
 )
 
 CAR = get_spec("CarRacing-v3")
@@ -78,7 +78,7 @@ def test_a_resumed_search_replays_the_uninterrupted_one(tmp_path):
     first, _ = run_generations(
         dream, es, es_params, search["es_state"], key, jnp.asarray(0), 2, 2, 0
     )
-    checkpointer = Checkpointer(tmp_path / "ckpt", checkpoint_config(config))
+    checkpointer = Checkpointer(tmp_path / "ckpt", search_checkpoint_config(config))
     checkpointer.save(2, dict(search, es_state=first, generation=jnp.asarray(2)))
     restored = checkpointer.restore(search)
     checkpointer.close()
@@ -115,9 +115,9 @@ def test_checkpoint_config_lets_a_search_grow_longer():
     longer = make_config(
         "smoke", overrides=["dream.generations=99", "dream.real_eval_every=7"]
     )
-    assert checkpoint_config(short) == checkpoint_config(longer)
+    assert search_checkpoint_config(short) == search_checkpoint_config(longer)
     other = make_config("smoke", overrides=["dream.temperature=1.3"])
-    assert checkpoint_config(other) != checkpoint_config(short)
+    assert search_checkpoint_config(other) != search_checkpoint_config(short)
 
 
 def test_sigma0_reaches_the_strategy():

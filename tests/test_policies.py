@@ -4,8 +4,8 @@ import pytest
 from world_models.envs import make_env
 from world_models.policies import (
     POLICY_NAMES,
-    action_bounds,
     dashboard_speed,
+    env_action_bounds,
     make_policy,
     register_policy,
     road_center,
@@ -24,7 +24,7 @@ def test_registry():
 
 
 def test_brownian_continuous_stays_in_bounds_and_is_seeded():
-    low, high = action_bounds("CarRacing-v3")
+    low, high = env_action_bounds("CarRacing-v3")
     policy = make_policy("brownian", "CarRacing-v3")
     runs = []
     for seed in (0, 0, 1):

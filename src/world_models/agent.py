@@ -31,8 +31,8 @@ from world_models.config import Config, load_run_config
 from world_models.controller import (
     Controller,
     act,
-    action_bounds,
     controller_from_flat,
+    head_bounds,
     make_controller,
     zero_controller,
 )
@@ -97,7 +97,7 @@ class Agent:
         self.vae, self.rnn, self.controller, self.spec = vae, rnn, controller, spec
         self.noise = float(noise)
         if not spec.discrete:
-            self.low, self.high = action_bounds(spec)
+            self.low, self.high = head_bounds(spec)
         self.reset(0)
 
     def reset(self, seed: int) -> None:

@@ -131,7 +131,7 @@ def raw_targets(actions: np.ndarray, env_id: str) -> np.ndarray:
     return np.stack([steer, gas, brake], axis=1)
 
 
-def action_bounds(spec: EnvSpec) -> tuple[np.ndarray, np.ndarray]:
+def head_bounds(spec: EnvSpec) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) of the continuous actions ``action_head`` produces."""
     if spec.discrete:
         raise ValueError(f"{spec.env_id} has discrete actions; no bounds")

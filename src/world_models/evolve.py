@@ -143,7 +143,7 @@ def load_dream(
     )
 
 
-def checkpoint_config(config: Config) -> dict[str, Any]:
+def search_checkpoint_config(config: Config) -> dict[str, Any]:
     """What a resumed search shares with the saved one (not its length or checks)."""
     dream = config.to_dict()["dream"]
     for key in ("generations", "real_eval_every", "real_eval_episodes"):
@@ -158,7 +158,7 @@ def checkpoint_config(config: Config) -> dict[str, Any]:
 
 def _checkpointer(folder: Path, config: Config) -> Checkpointer:
     return Checkpointer(
-        folder / "ckpt", checkpoint_config(config), defaults=checkpoint_config(Config())
+        folder / "ckpt", search_checkpoint_config(config), defaults=search_checkpoint_config(Config())
     )
 
 

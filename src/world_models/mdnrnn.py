@@ -298,13 +298,3 @@ def rnn_from_config(config: Config, *, key: PRNGKeyArray) -> MDNRNN:
         log_std_max=rnn.log_std_max,
         num_heads=rnn.heads,
     )
-
-
-def checkpoint_config(config: Config) -> dict:
-    """The config dict stored with (and checked against) M's checkpoints."""
-    return dict(
-        config.to_dict()["rnn"],
-        z_dim=config.vae.z_dim,
-        action_size=get_spec(config.env_id).action_input_size,
-        env_id=config.env_id,
-    )

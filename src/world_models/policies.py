@@ -53,7 +53,7 @@ def make_policy(name: str, env_id: str, **kwargs: Any) -> Policy:
 
 
 @functools.cache
-def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+def env_action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) float32 bounds of a continuous env's action space."""
     env = make_env(env_id)
     try:
@@ -121,7 +121,7 @@ def make_brownian(
     spec = get_spec(env_id)
     if spec.discrete:
         return StickyRandomPolicy(spec.action_size, repeat_prob)
-    low, high = action_bounds(env_id)
+    low, high = env_action_bounds(env_id)
     if drift is None:
         drift = CARRACING_DRIFT if env_id == "CarRacing-v3" else (0.0,) * len(low)
     return BrownianPolicy(low, high, dt, np.asarray(drift, np.float32))

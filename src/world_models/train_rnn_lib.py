@@ -33,7 +33,6 @@ from world_models.mdnrnn import (
     MDNRNN,
     action_to_input,
     asymmetric_reward_error,
-    checkpoint_config,
     dropout_mask,
     mdn_log_prob,
     rnn_from_config,
@@ -301,9 +300,20 @@ def _train_state(config: Config, key: jax.Array) -> dict[str, Any]:
     return dict(model=model, opt_state=opt_state, key=train_key)
 
 
+def rnn_checkpoint_config(config: Config) -> dict:
+    """The config dict stored with (and checked against) M's checkpoints."""
+    return dict(
+        config.to_dict()["rnn"],
+        z_dim=config.vae.z_dim,
+        action_size=get_spec(config.env_id).action_input_size,
+        env_id=config.env_id,
+    )
+
+
+
 def _checkpointer(run_dir: Path, config: Config) -> Checkpointer:
-    return Checkpointer(run_dir / "rnn" / "ckpt", checkpoint_config(config),
-                        defaults=checkpoint_config(Config()))
+    return Checkpointer(run_dir / "rnn" / "ckpt", rnn_checkpoint_config(config),
+                        defaults=rnn_checkpoint_config(Config()))
 
 
 def latest_rnn_step(run_dir: str | Path) -> int | None:
