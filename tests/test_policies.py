@@ -78,10 +78,11 @@ def test_model_policies_load_on_first_use():
     assert callable(get_factory("on_policy")) and callable(get_factory("agent"))
 
 
-def _play_reckless(seed: int, steps: int) -> tuple[np.ndarray, list[bool]]:
+def _play(name: str, seed: int, steps: int, **kwargs) -> tuple[np.ndarray, list[bool]]:
+    """The policy's actions on CarRacing ``seed`` and, per step, whether the car is on
+    the road."""
     env = make_env("CarRacing-v3")
-    policy = make_policy("reckless", "CarRacing-v3", drive_steps=(40, 41),
-                         hold_steps=(100, 101), stop_prob=0.0)
+    policy = make_policy(name, "CarRacing-v3", **kwargs)
     observation, _ = env.reset(seed=seed)
     policy.reset(seed)
     actions, on_road = [], []
@@ -92,6 +93,11 @@ def _play_reckless(seed: int, steps: int) -> tuple[np.ndarray, list[bool]]:
         on_road.append(road_mask(observation)[60:66, 44:52].mean() > 0.5)
     env.close()
     return np.stack(actions), on_road
+
+
+def _play_reckless(seed: int, steps: int) -> tuple[np.ndarray, list[bool]]:
+    return _play("reckless", seed, steps, drive_steps=(40, 41), hold_steps=(100, 101),
+                 stop_prob=0.0)
 
 
 def test_reckless_drives_then_leaves_the_road_for_good():
@@ -107,24 +113,10 @@ def test_reckless_drives_then_leaves_the_road_for_good():
     np.testing.assert_array_equal(_play_reckless(3, 400)[0], actions)
 
 
-def _play(name: str, seed: int, steps: int, **kwargs) -> tuple[np.ndarray, float]:
-    env = make_env("CarRacing-v3")
-    policy = make_policy(name, "CarRacing-v3", **kwargs)
-    observation, _ = env.reset(seed=seed)
-    policy.reset(seed)
-    actions, on_road = [], []
-    for _ in range(steps):
-        action = policy.act(None, observation)
-        observation, *_ = env.step(action)
-        actions.append(action)
-        on_road.append(road_mask(observation)[60:66, 44:52].mean() > 0.5)
-    env.close()
-    return np.stack(actions), float(np.mean(on_road[50:]))
-
-
 def test_understeer_misses_corners_that_full_steering_takes():
-    weak, weak_on_road = _play("understeer", 3, 500)
-    full, full_on_road = _play("understeer", 3, 500, steer_gain=(1.0, 1.0))
+    weak, weak_road = _play("understeer", 3, 500)
+    full, full_road = _play("understeer", 3, 500, steer_gain=(1.0, 1.0))
+    weak_on_road, full_on_road = np.mean(weak_road[50:]), np.mean(full_road[50:])
     aggressive, _ = _play("aggressive", 3, 500)
     np.testing.assert_array_equal(full, aggressive)  # gain 1: aggressive exactly
     assert weak_on_road < full_on_road - 0.1  # 0.36 against 0.52

@@ -255,8 +255,6 @@ class PixelDriver:
         return np.array([np.clip(steer, -1, 1), gas, brake], np.float32)
 
     def _gain(self) -> float:
-        if self.steer_gain == (1.0, 1.0):
-            return 1.0
         if self.gain_left == 0:
             self.gain = float(self.gain_rng.uniform(*self.steer_gain))
             self.gain_left = int(self.gain_rng.integers(*self.gain_steps))
