@@ -17,7 +17,12 @@ from world_models.agent import (
     sample_posterior,
 )
 from world_models.config import init_run, load_run_config, make_config
-from world_models.controller import controller_to_flat, head_bounds, make_controller
+from world_models.controller import (
+    act,
+    controller_to_flat,
+    head_bounds,
+    make_controller,
+)
 from world_models.envs import get_spec
 from world_models.evaluate import (
     evaluate_run,
@@ -91,6 +96,39 @@ def test_agent_steps_m_exactly_as_the_dream(car_episode):
             state, z, action_to_input(episode["actions"][t], agent.spec)
         )
     np.testing.assert_allclose(agent.state[0], state[0], atol=1e-4)
+
+
+def test_exploring_agent_steps_m_on_the_noisy_action_it_sends():
+    agent = _agent(noise=0.5, scale=5.0)
+    episode = play_episode("CarRacing-v3", agent, seed=6, max_steps=STEPS)
+    frames = episode["obs"][:-1]
+    mu, logvar = encode_frames(agent.vae, frames)
+    low, high = head_bounds(agent.spec)
+    rng = np.random.default_rng(6)  # the episode's exploration stream
+    state = agent.rnn.initial_state()
+    for t in range(len(frames)):
+        z = sample_posterior(
+            jnp.asarray(mu[t]), jnp.asarray(logvar[t]), latent_key(6, t)
+        )
+        planned = np.asarray(act(agent.controller, z, state[0], agent.spec))
+        sent = np.clip(planned + 0.5 * rng.standard_normal(3), low, high)
+        np.testing.assert_allclose(episode["actions"][t], sent, atol=1e-4)
+        state, _ = agent.rnn.step(state, z, action_to_input(sent, agent.spec))
+    assert np.abs(episode["actions"] - planned).max() > 0.01  # the noise is there
+    np.testing.assert_allclose(agent.state[0], state[0], atol=1e-4)
+
+
+def test_discrete_exploration_forces_the_actions_the_stream_draws():
+    agent = _agent("LunarLander-v3", noise=0.3)
+    episode = play_episode("LunarLander-v3", agent, seed=2, max_steps=40)
+    rng = np.random.default_rng(2)
+    forced = [
+        int(rng.integers(4)) if rng.random() < 0.3 else None for _ in range(40)
+    ][: len(episode["actions"])]
+    assert any(f is not None for f in forced)
+    for action, force in zip(episode["actions"], forced):
+        if force is not None:
+            assert action == force
 
 
 def test_on_policy_noise_stays_in_range_and_is_seeded():

@@ -57,24 +57,36 @@ def sample_posterior(mu: Array, logvar: Array, key: PRNGKeyArray) -> Array:
 
 
 @eqx.filter_jit
-def _perceive_and_act(
+def agent_step(
     vae: ConvVAE,
+    rnn: MDNRNN,
     controller: Controller,
-    h: Array,
+    state: tuple[Array, Array],
     frame: Array,
-    key: PRNGKeyArray,
+    seed: Array,
+    step: Array,
+    exploration: Array,
     spec: EnvSpec,
-) -> tuple[Array, Array]:
+) -> tuple[tuple[Array, Array], Array, Array, MDNOutput]:
+    """One real step of V+M+C in one compiled call, the dream step's twin: encode the
+    frame, draw z (``latent_key(seed, step)``), act on [z, h], explore, step M on the
+    action taken. Returns (M's new state, the action taken, z, M's prediction).
+
+    ``exploration`` is drawn on the host so its random stream does not depend on the
+    models: for continuous actions a perturbation added before clipping to the head's
+    range (zeros: none), for discrete ones the action forced by epsilon-exploration
+    (-1: none).
+    """
     mu, logvar = vae.encode(frames_to_float(frame))
-    z = sample_posterior(mu, logvar, key)
-    return z, act(controller, z, h, spec)
-
-
-@eqx.filter_jit
-def _remember(
-    rnn: MDNRNN, state: tuple[Array, Array], z: Array, action: Array, spec: EnvSpec
-) -> tuple[tuple[Array, Array], MDNOutput]:
-    return rnn.step(state, z, action_to_input(action, spec))
+    z = sample_posterior(mu, logvar, latent_key(seed, step))
+    action = act(controller, z, state[0], spec)
+    if spec.discrete:
+        taken = jnp.where(exploration >= 0, exploration, action).astype(jnp.int32)
+    else:
+        low, high = head_bounds(spec)
+        taken = jnp.clip(action + exploration, low, high)
+    state, output = rnn.step(state, z, action_to_input(taken, spec))
+    return state, taken, z, output
 
 
 class Agent:
@@ -96,8 +108,6 @@ class Agent:
             raise ValueError(f"exploration noise must be >= 0, got {noise}")
         self.vae, self.rnn, self.controller, self.spec = vae, rnn, controller, spec
         self.noise = float(noise)
-        if not spec.discrete:
-            self.low, self.high = head_bounds(spec)
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -108,29 +118,33 @@ class Agent:
         self.last_z: np.ndarray | None = None
         self.last_output: MDNOutput | None = None
 
-    def _explore(self, action: np.ndarray) -> np.ndarray | int:
+    def _exploration(self) -> np.ndarray:
+        """This step's draw of ``agent_step``'s exploration from the episode's RNG."""
         if self.spec.discrete:
-            if self.noise > 0 and self.rng.random() < self.noise:
-                return int(self.rng.integers(self.spec.action_size))
-            return int(action)
-        if self.noise > 0:
-            action = action + self.noise * self.rng.standard_normal(action.shape)
-        return np.clip(action, self.low, self.high).astype(np.float32)
+            explores = self.noise > 0 and self.rng.random() < self.noise
+            return np.int32(self.rng.integers(self.spec.action_size) if explores else -1)
+        if self.noise == 0:
+            return np.zeros(self.spec.action_size, np.float32)
+        draw = self.rng.standard_normal(self.spec.action_size)
+        return (self.noise * draw).astype(np.float32)
 
     def act(
         self, frame: np.ndarray, raw_obs: np.ndarray | None = None
     ) -> np.ndarray | int:
-        key = latent_key(self.seed, self.step_index)
-        z, action = _perceive_and_act(
-            self.vae, self.controller, self.state[0], jnp.asarray(frame), key, self.spec
-        )
-        taken = self._explore(np.asarray(action))
-        self.state, self.last_output = _remember(
-            self.rnn, self.state, z, jnp.asarray(taken), self.spec
+        self.state, taken, z, self.last_output = agent_step(
+            self.vae,
+            self.rnn,
+            self.controller,
+            self.state,
+            jnp.asarray(frame),
+            jnp.asarray(self.seed, jnp.uint32),
+            jnp.asarray(self.step_index, jnp.uint32),
+            jnp.asarray(self._exploration()),
+            self.spec,
         )
         self.last_z = np.asarray(z)
         self.step_index += 1
-        return taken
+        return int(taken) if self.spec.discrete else np.asarray(taken)
 
 
 _CACHED_RUNS = 2
