@@ -122,3 +122,16 @@ def test_understeer_misses_corners_that_full_steering_takes():
     assert weak_on_road < full_on_road - 0.1  # 0.36 against 0.52
     assert np.abs(weak[:, 0]).mean() < np.abs(full[:, 0]).mean()
     np.testing.assert_array_equal(_play("understeer", 3, 500)[0], weak)
+
+
+def test_overspeed_rushes_into_corners_without_braking():
+    rushing, rushing_road = _play("overspeed", 3, 500, rush_prob=1.0,
+                                  rush_speed=(60.0, 60.0))
+    calm, _ = _play("overspeed", 3, 500, rush_prob=0.0)
+    aggressive, aggressive_road = _play("aggressive", 3, 500)
+    np.testing.assert_array_equal(calm, aggressive)  # no rush: aggressive exactly
+    assert (rushing[:, 2] == 0).all() and (aggressive[:, 2] > 0).any()
+    assert np.mean(rushing_road[50:]) < np.mean(aggressive_road[50:]) - 0.1
+    mixed, _ = _play("overspeed", 3, 500)
+    np.testing.assert_array_equal(_play("overspeed", 3, 500)[0], mixed)
+    assert not np.array_equal(mixed, aggressive)

@@ -41,7 +41,8 @@ ENVS: dict[str, EnvSpec] = {
     spec.env_id: spec
     for spec in (
         EnvSpec("CarRacing-v3", "continuous", 3, 1000, 900.0, crop_rows=(0, 84),
-                heuristic_policies=("recovery", "aggressive", "reckless", "understeer")),
+                heuristic_policies=("recovery", "aggressive", "reckless", "understeer",
+                                    "overspeed")),
         EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True),
         EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None),

@@ -180,7 +180,10 @@ class PixelDriver:
     it then recovers from. ``aggressive``: a high target speed, braking only when the
     corner is close, so the car slides at the friction limit. ``understeer``:
     aggressive's speeds with the steering scaled by a gain redrawn from ``steer_gain``
-    every ``gain_steps``, so it misses corners at speed and comes back.
+    every ``gain_steps``, so it misses corners at speed and comes back. ``overspeed``:
+    aggressive, except that stretches of ``rush_steps`` (a share ``rush_prob`` of them)
+    hold a speed drawn from ``rush_speed`` and never brake, so it enters corners too
+    fast and slides out while steering into them.
     """
 
     def __init__(
@@ -193,11 +196,15 @@ class PixelDriver:
         swerve_steps: tuple[int, int],
         steer_gain: tuple[float, float] = (1.0, 1.0),
         gain_steps: tuple[int, int] = (1, 2),
+        rush_prob: float = 0.0,
+        rush_speed: tuple[float, float] = (0.0, 0.0),
+        rush_steps: tuple[int, int] = (1, 2),
     ):
         self.base_speed, self.speed_per_row = base_speed, speed_per_row
         self.brake_margin, self.steer_noise = brake_margin, steer_noise
         self.swerve_prob, self.swerve_steps = swerve_prob, swerve_steps
         self.steer_gain, self.gain_steps = steer_gain, gain_steps
+        self.rush_prob, self.rush_speed, self.rush_steps = rush_prob, rush_speed, rush_steps
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -205,6 +212,8 @@ class PixelDriver:
         # The gain has a stream of its own: the other drivers' episodes stay as they were.
         self.gain_rng = np.random.default_rng((seed, 2))
         self.gain, self.gain_left = 1.0, 0
+        self.rush_rng = np.random.default_rng((seed, 3))
+        self.rush, self.rush_left = 0.0, 0
         self.previous_error = 0.0
         self.noise = 0.0
         self.swerve_left = 0
@@ -246,10 +255,13 @@ class PixelDriver:
 
         speed = dashboard_speed(raw_obs)
         target = self.base_speed + self.speed_per_row * clear_distance(road)
+        rush = self._rush()
         if lost:
             target = LOST_SPEED
+        elif rush:
+            target = rush
         gas = 1.0 if speed < target else 0.0
-        brake = 0.8 if speed > target + self.brake_margin else 0.0
+        brake = 0.8 if speed > target + self.brake_margin and not rush else 0.0
         if abs(steer) > 0.6:
             gas *= 0.5
         return np.array([np.clip(steer, -1, 1), gas, brake], np.float32)
@@ -260,6 +272,18 @@ class PixelDriver:
             self.gain_left = int(self.gain_rng.integers(*self.gain_steps))
         self.gain_left -= 1
         return self.gain
+
+    def _rush(self) -> float:
+        """This step's held speed (0: none); drawn on a stream of its own."""
+        if self.rush_prob == 0:
+            return 0.0
+        if self.rush_left == 0:
+            rushing = self.rush_rng.random() < self.rush_prob
+            speed = self.rush_rng.uniform(*self.rush_speed)
+            self.rush = float(speed) if rushing else 0.0
+            self.rush_left = int(self.rush_rng.integers(*self.rush_steps))
+        self.rush_left -= 1
+        return self.rush
 
 
 def _require_carracing(env_id: str, name: str) -> None:
@@ -314,6 +338,26 @@ def make_understeer(
         swerve_steps=(1, 2),
         steer_gain=tuple(steer_gain),
         gain_steps=tuple(gain_steps),
+    )
+
+
+def make_overspeed(
+    env_id: str,
+    rush_prob: float = 0.5,
+    rush_speed: tuple[float, float] = (45.0, 75.0),
+    rush_steps: tuple[int, int] = (30, 150),
+) -> Policy:
+    _require_carracing(env_id, "overspeed")
+    return PixelDriver(
+        base_speed=28.0,
+        speed_per_row=1.1,
+        brake_margin=15.0,
+        steer_noise=0.02,
+        swerve_prob=0.0,
+        swerve_steps=(1, 2),
+        rush_prob=rush_prob,
+        rush_speed=tuple(rush_speed),
+        rush_steps=tuple(rush_steps),
     )
 
 
@@ -383,3 +427,4 @@ register_policy("recovery", make_recovery)
 register_policy("aggressive", make_aggressive)
 register_policy("reckless", make_reckless)
 register_policy("understeer", make_understeer)
+register_policy("overspeed", make_overspeed)

@@ -28,7 +28,8 @@ CHECK_STRIDE = 1_000
 SELECTION_BASE = BAND
 COLLECTION_BASE = 2 * BAND
 COLLECTION_SLOTS = (
-    "brownian", "recovery", "aggressive", "on_policy", "agent", "reckless", "understeer"
+    "brownian", "recovery", "aggressive", "on_policy", "agent", "reckless", "understeer",
+    "overspeed",
 )
 MAX_ROUNDS = BAND // ROUND_STRIDE
 MAX_CHECKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
