@@ -11,15 +11,17 @@ from world_models.config import make_config
 from world_models.data import save_episode, save_latents
 from world_models.mdnrnn import MDNRNN, mode_next_z, sample_next_z
 from world_models.model_error import (
-    PICKLE_KEYS,
     choose_windows,
-    copy_last_frame,
     latent_batch_mse,
     latent_error,
     latent_error_statistics,
-    mse_per_horizon,
     open_loop_latents,
     pixel_error,
+)
+from world_models.prediction_record import (
+    PICKLE_KEYS,
+    copy_last_frame,
+    mse_per_horizon,
     prediction_record,
     save_record,
     to_gray84,
