@@ -24,6 +24,7 @@ from world_models.controller import (
     make_controller,
 )
 from world_models.envs import get_spec
+from world_models.episode import play_episode
 from world_models.evaluate import (
     evaluate_run,
     record_video,
@@ -39,7 +40,7 @@ from world_models.evolve import (
 )
 from world_models.logs import read_metrics
 from world_models.mdnrnn import action_to_input, rnn_from_config
-from world_models.rollouts import evaluate, play_episode
+from world_models.rollouts import evaluate
 from world_models.seeds import selection_seeds
 from world_models.train_rnn_lib import latest_rnn_step, load_rnn, train_rnn
 from world_models.vae import ConvVAE, encode_frames

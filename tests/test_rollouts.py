@@ -3,8 +3,9 @@ import pytest
 
 from world_models.data import validate_episode
 from world_models.envs import get_spec, make_env, preprocess_frame, raw_frame
+from world_models.episode import play_episode
 from world_models.policies import make_policy
-from world_models.rollouts import RolloutError, evaluate, play_episode
+from world_models.rollouts import RolloutError, evaluate
 
 ENV_IDS = ["CarRacing-v3", "LunarLander-v3", "ALE/Pong-v5", "ALE/Breakout-v5"]
 CASES = [(env_id, "brownian") for env_id in ENV_IDS] + [

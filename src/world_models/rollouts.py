@@ -1,23 +1,15 @@
-"""The one worker pool that plays seeded real episodes for any policy.
+"""Seeded real episodes of any policy on the worker pool (``worker_pool``).
 
 Collection saves the episodes (atomic files + manifest.json), evaluation only scores
-them, and the dream's periodic real checks call ``evaluate`` too. Workers are started
-with the ``spawn`` context (never fork after JAX is initialised). Each worker owns one
-task at a time, so when a worker process dies the pool knows which episode it was
-playing, retries it once on a fresh worker and keeps every other result.
+them, and the dream's periodic real checks call ``evaluate`` too.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import signal
 import time
-import traceback
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from world_models.config import Config
-from world_models.data import EpisodeError, load_episode, save_episode
-from world_models.envs import (
-    get_spec,
-    make_env,
-    preprocess_frame,
-    raw_frame,
-    step_limit,
-)
+from world_models.data import EpisodeError, load_episode
+from world_models.envs import get_spec
+from world_models.episode import summarize
 from world_models.files import TMP_MARKER, write_atomic_text
-from world_models.policies import Policy, PolicyFactory, get_factory
+from world_models.policies import get_factory
 from world_models.seeds import collection_seeds
+from world_models.worker_pool import Task, run_tasks
 
 MANIFEST = "manifest.json"
 
@@ -46,220 +34,6 @@ def episode_filename(seed: int) -> str:
 
 class RolloutError(RuntimeError):
     """Some episodes could not be played even after a retry."""
-
-
-def play_episode(
-    env_id: str,
-    policy: Policy | str,
-    seed: int,
-    max_steps: int,
-    record_frames: bool = True,
-    *,
-    env: Any = None,
-) -> dict[str, Any]:
-    """Play one episode: ``env.reset(seed=seed)`` and ``policy.reset(seed)``.
-
-    Returns the episode dict of the data format (``obs`` only if ``record_frames``).
-    ``max_steps`` (0: the env's limit) ends the episode as truncated. Pass ``env`` to
-    reuse an environment of ``env_id`` across episodes.
-    """
-    spec = get_spec(env_id)
-    if isinstance(policy, str):
-        policy_name, policy = policy, get_factory(policy)(env_id)
-    else:
-        policy_name = type(policy).__name__
-    own_env = env is None
-    env = make_env(env_id) if own_env else env
-    try:
-        limit = step_limit(spec, max_steps)
-        observation, _ = env.reset(seed=seed)
-        policy.reset(seed)
-        frame = preprocess_frame(raw_frame(env, observation, spec), spec)
-        frames, actions, rewards, terminated, truncated = [frame], [], [], [], []
-        for step in range(limit):
-            action = policy.act(frame, observation)
-            action = (
-                np.int32(action)
-                if spec.discrete
-                else np.asarray(action, np.float32).reshape(spec.action_size)
-            )
-            observation, reward, term, trunc, _ = env.step(action)
-            frame = preprocess_frame(raw_frame(env, observation, spec), spec)
-            if record_frames:
-                frames.append(frame)
-            actions.append(action)
-            rewards.append(reward)
-            terminated.append(term)
-            truncated.append((trunc or step == limit - 1) and not term)
-            if term or trunc:
-                break
-    finally:
-        if own_env:
-            env.close()
-    episode = {
-        "actions": np.asarray(actions, np.int32 if spec.discrete else np.float32),
-        "rewards": np.asarray(rewards, np.float32),
-        "terminated": np.asarray(terminated, bool),
-        "truncated": np.asarray(truncated, bool),
-        "env_id": np.asarray(env_id),
-        "policy": np.asarray(policy_name),
-        "seed": np.asarray(seed, np.int64),
-    }
-    if record_frames:
-        episode["obs"] = np.stack(frames)
-    return episode
-
-
-def summarize(episode: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "seed": int(episode["seed"]),
-        "return": float(episode["rewards"].sum()),
-        "length": int(len(episode["rewards"])),
-        "terminated": bool(episode["terminated"][-1]),
-    }
-
-
-# --------------------------------------------------------------------------- the pool
-
-
-@dataclass(frozen=True)
-class Task:
-    """One episode for a worker: play it and save it to ``path`` (or just score it)."""
-
-    env_id: str
-    policy_name: str
-    factory: PolicyFactory
-    policy_kwargs: tuple[tuple[str, Any], ...]
-    seed: int
-    max_steps: int
-    path: str | None
-
-
-def _run_task(task: Task, cache: dict[Any, Any]) -> dict[str, Any]:
-    env_key = ("env", task.env_id)
-    if env_key not in cache:
-        cache[env_key] = make_env(task.env_id)
-    policy_key = ("policy", task.factory, task.env_id, task.policy_kwargs)
-    if policy_key not in cache:
-        cache[policy_key] = task.factory(task.env_id, **dict(task.policy_kwargs))
-    episode = play_episode(
-        task.env_id,
-        cache[policy_key],
-        task.seed,
-        task.max_steps,
-        record_frames=task.path is not None,
-        env=cache[env_key],
-    )
-    episode["policy"] = np.asarray(task.policy_name)
-    if task.path is not None:
-        save_episode(task.path, episode)
-    return summarize(episode)
-
-
-def _worker_main(connection: Connection) -> None:
-    # Ctrl-C is handled by the parent, which terminates the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cache: dict[Any, Any] = {}
-    while True:
-        task = connection.recv()
-        if task is None:
-            return
-        try:
-            connection.send(("ok", _run_task(task, cache)))
-        except Exception:  # the parent decides whether to retry
-            cache.clear()  # an env that raised may be in a broken state
-            connection.send(("error", traceback.format_exc(limit=4)))
-
-
-class _Worker:
-    def __init__(self, context: mp.context.BaseContext):
-        self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
-        self.task_index: int | None = None
-
-    def stop(self) -> None:
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join()
-        self.connection.close()
-
-
-def run_tasks(
-    tasks: Sequence[Task],
-    workers: int,
-    on_result: Callable[[int, dict[str, Any]], None] | None = None,
-    retries: int = 1,
-) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
-    """Play ``tasks`` on ``workers`` spawned processes.
-
-    Returns (results by task index, last error by task index for tasks that failed
-    ``retries + 1`` times). A task whose env raises or whose worker dies is retried.
-    """
-    context = mp.get_context("spawn")
-    pending = list(range(len(tasks)))[::-1]
-    attempts = {index: 0 for index in pending}
-    results: dict[int, dict[str, Any]] = {}
-    failures: dict[int, str] = {}
-    pool = [_Worker(context) for _ in range(max(1, min(workers, len(tasks))))]
-
-    def fail(index: int, message: str) -> None:
-        attempts[index] += 1
-        if attempts[index] > retries:
-            failures[index] = message
-        else:
-            pending.append(index)
-
-    try:
-        while pending or any(w.task_index is not None for w in pool):
-            for worker in pool:
-                if worker.task_index is None and pending:
-                    worker.task_index = pending.pop()
-                    worker.connection.send(tasks[worker.task_index])
-            busy = [w for w in pool if w.task_index is not None]
-            ready = wait(
-                [w.connection for w in busy] + [w.process.sentinel for w in busy]
-            )
-            for position, worker in enumerate(pool):
-                if worker.task_index is None:
-                    continue
-                index = worker.task_index
-                if worker.connection in ready or worker.connection.poll():
-                    try:
-                        status, payload = worker.connection.recv()
-                    except (EOFError, OSError):
-                        status, payload = "died", "worker process died"
-                elif worker.process.sentinel in ready:
-                    status, payload = "died", "worker process died"
-                else:
-                    continue
-                worker.task_index = None
-                if status == "ok":
-                    results[index] = payload
-                    if on_result is not None:
-                        on_result(index, payload)
-                    continue
-                if status == "died" or not worker.process.is_alive():
-                    code = worker.process.exitcode
-                    fail(index, f"{payload} (exit code {code})")
-                    worker.stop()
-                    pool[position] = _Worker(context)
-                else:
-                    fail(index, payload)
-    finally:
-        for worker in pool:
-            if worker.task_index is None and worker.process.is_alive():
-                try:
-                    worker.connection.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
-            else:
-                worker.process.terminate()
-        for worker in pool:
-            worker.stop()
-    return results, failures
 
 
 def _tasks(

@@ -1,0 +1,164 @@
+"""The one worker pool that plays seeded real episodes for any policy.
+
+Workers are started with the ``spawn`` context (never fork after JAX is initialised).
+Each worker owns one task at a time, so when a worker process dies the pool knows which
+episode it was playing, retries it once on a fresh worker and keeps every other result.
+Each worker keeps its env and policies between tasks.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import numpy as np
+
+from world_models.data import save_episode
+from world_models.envs import make_env
+from world_models.episode import play_episode, summarize
+from world_models.policies import PolicyFactory
+
+
+@dataclass(frozen=True)
+class Task:
+    """One episode for a worker: play it and save it to ``path`` (or just score it)."""
+
+    env_id: str
+    policy_name: str
+    factory: PolicyFactory
+    policy_kwargs: tuple[tuple[str, Any], ...]
+    seed: int
+    max_steps: int
+    path: str | None
+
+
+def _run_task(task: Task, cache: dict[Any, Any]) -> dict[str, Any]:
+    env_key = ("env", task.env_id)
+    if env_key not in cache:
+        cache[env_key] = make_env(task.env_id)
+    policy_key = ("policy", task.factory, task.env_id, task.policy_kwargs)
+    if policy_key not in cache:
+        cache[policy_key] = task.factory(task.env_id, **dict(task.policy_kwargs))
+    episode = play_episode(
+        task.env_id,
+        cache[policy_key],
+        task.seed,
+        task.max_steps,
+        record_frames=task.path is not None,
+        env=cache[env_key],
+    )
+    episode["policy"] = np.asarray(task.policy_name)
+    if task.path is not None:
+        save_episode(task.path, episode)
+    return summarize(episode)
+
+
+def _worker_main(connection: Connection) -> None:
+    # Ctrl-C is handled by the parent, which terminates the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cache: dict[Any, Any] = {}
+    while True:
+        task = connection.recv()
+        if task is None:
+            return
+        try:
+            connection.send(("ok", _run_task(task, cache)))
+        except Exception:  # the parent decides whether to retry
+            cache.clear()  # an env that raised may be in a broken state
+            connection.send(("error", traceback.format_exc(limit=4)))
+
+
+class _Worker:
+    def __init__(self, context: mp.context.BaseContext):
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.task_index: int | None = None
+
+    def stop(self) -> None:
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self.connection.close()
+
+
+def run_tasks(
+    tasks: Sequence[Task],
+    workers: int,
+    on_result: Callable[[int, dict[str, Any]], None] | None = None,
+    retries: int = 1,
+) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """Play ``tasks`` on ``workers`` spawned processes.
+
+    Returns (results by task index, last error by task index for tasks that failed
+    ``retries + 1`` times). A task whose env raises or whose worker dies is retried.
+    """
+    context = mp.get_context("spawn")
+    pending = list(range(len(tasks)))[::-1]
+    attempts = {index: 0 for index in pending}
+    results: dict[int, dict[str, Any]] = {}
+    failures: dict[int, str] = {}
+    pool = [_Worker(context) for _ in range(max(1, min(workers, len(tasks))))]
+
+    def fail(index: int, message: str) -> None:
+        attempts[index] += 1
+        if attempts[index] > retries:
+            failures[index] = message
+        else:
+            pending.append(index)
+
+    try:
+        while pending or any(w.task_index is not None for w in pool):
+            for worker in pool:
+                if worker.task_index is None and pending:
+                    worker.task_index = pending.pop()
+                    worker.connection.send(tasks[worker.task_index])
+            busy = [w for w in pool if w.task_index is not None]
+            ready = wait(
+                [w.connection for w in busy] + [w.process.sentinel for w in busy]
+            )
+            for position, worker in enumerate(pool):
+                if worker.task_index is None:
+                    continue
+                index = worker.task_index
+                if worker.connection in ready or worker.connection.poll():
+                    try:
+                        status, payload = worker.connection.recv()
+                    except (EOFError, OSError):
+                        status, payload = "died", "worker process died"
+                elif worker.process.sentinel in ready:
+                    status, payload = "died", "worker process died"
+                else:
+                    continue
+                worker.task_index = None
+                if status == "ok":
+                    results[index] = payload
+                    if on_result is not None:
+                        on_result(index, payload)
+                    continue
+                if status == "died" or not worker.process.is_alive():
+                    code = worker.process.exitcode
+                    fail(index, f"{payload} (exit code {code})")
+                    worker.stop()
+                    pool[position] = _Worker(context)
+                else:
+                    fail(index, payload)
+    finally:
+        for worker in pool:
+            if worker.task_index is None and worker.process.is_alive():
+                try:
+                    worker.connection.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+            else:
+                worker.process.terminate()
+        for worker in pool:
+            worker.stop()
+    return results, failures
