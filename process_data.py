@@ -15,8 +15,11 @@ def main() -> None:
     )
     parser.add_argument("--run", required=True, help="run directory with a trained VAE")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
-    written = encode_run(args.run, batch_size=args.batch_size)
+    written = encode_run(
+        args.run, batch_size=args.batch_size, progress=not args.no_progress
+    )
     print(f"wrote {written} latent files under {args.run}/latents")
 
 

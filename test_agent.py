@@ -54,6 +54,7 @@ def main() -> None:
         help="seeds to record (default: the first seed)",
     )
     parser.add_argument("--video-format", choices=("mp4", "gif"), default="mp4")
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     policy = ZERO_CONTROLLER if args.zero_controller else args.policy
     report = evaluate_run(
@@ -63,6 +64,7 @@ def main() -> None:
         seed=args.seed,
         workers=args.workers,
         max_steps=args.max_steps,
+        progress=not args.no_progress,
     )
     print(format_score(report))
     if args.video:

@@ -20,8 +20,9 @@ def main() -> None:
         action="store_true",
         help="delete RUN/rnn (checkpoints, logs) and start over",
     )
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
-    metrics = train_rnn(args.run, fresh=args.fresh)
+    metrics = train_rnn(args.run, fresh=args.fresh, progress=not args.no_progress)
     for name, value in metrics.items():
         print(f"{name:32s} {value:.4f}")
 

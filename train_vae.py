@@ -19,8 +19,9 @@ def main() -> None:
         action="store_true",
         help="discard DIR/vae (checkpoints, logs) and start over",
     )
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
-    result = train_vae(args.run, fresh=args.fresh)
+    result = train_vae(args.run, fresh=args.fresh, progress=not args.no_progress)
     if result:
         print(f"validation: recon {result['recon']:.2f}  KL {result['kl']:.2f}")
 
