@@ -1,3 +1,8 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -97,3 +102,55 @@ def test_evaluate_reports_failures():
             policy_kwargs={"no_such_argument": 1},
             progress=False,
         )
+
+
+
+_KILLED_PARENT = """
+import sys
+sys.path.insert(0, {tests!r})
+from slow_policy import make_slow
+from world_models.policies import register_policy
+from world_models.rollouts import evaluate
+register_policy("slow", make_slow)
+evaluate("CarRacing-v3", "slow", [0, 1], workers=2, max_steps=0, progress=False)
+"""
+
+
+def test_workers_end_when_their_parent_is_killed():
+    script = _KILLED_PARENT.format(tests=str(Path(__file__).parent))
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = _pool_workers(parent.pid)
+        assert len(workers) == 2, "the pool never started"
+        time.sleep(8)  # imports done, each worker is into its 50-second episode
+    finally:
+        parent.kill()  # SIGKILL: the parent cannot stop its workers itself
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, workers))
+
+
+def _pool_workers(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return [p for p in pids if b"spawn_main" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -9,7 +9,9 @@ Each worker keeps its env and policies between tasks.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,9 +60,17 @@ def _run_task(task: Task, cache: dict[Any, Any]) -> dict[str, Any]:
     return summarize(episode)
 
 
+def _exit_with_parent() -> None:
+    """End this worker as soon as the parent process is gone (killed, even by SIGKILL,
+    it cannot stop its workers), instead of finishing the episode it was playing."""
+    wait([mp.parent_process().sentinel])
+    os._exit(1)
+
+
 def _worker_main(connection: Connection) -> None:
     # Ctrl-C is handled by the parent, which terminates the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     cache: dict[Any, Any] = {}
     while True:
         task = connection.recv()
