@@ -261,7 +261,7 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
             "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
             "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
                         checkpoint_every=250),
-            "dream": dict(population=64, rollouts=16, generations=30, max_steps=400,
+            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
                           real_eval_every=5, real_eval_episodes=8, chunk_size=256),
             "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
             "pipeline": dict(on_policy_episodes=8),
