@@ -97,3 +97,8 @@ def test_a_fresh_m_each_round_needs_a_new_search_each_round():
         "quick", overrides=["pipeline.retrain_rnn=true", "pipeline.warm_start_es=false"]
     )
     assert config.pipeline.retrain_rnn and not config.pipeline.warm_start_es
+    with pytest.raises(ConfigError, match="freeze_lstm keeps round 0's LSTM"):
+        make_config("quick", overrides=[
+            "pipeline.retrain_rnn=true", "pipeline.warm_start_es=false",
+            "pipeline.freeze_lstm=true",
+        ])

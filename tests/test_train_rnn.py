@@ -420,3 +420,19 @@ def test_open_loop_windows_change_the_loss_and_keep_its_scale():
     assert float(losses[1.0]) == pytest.approx(float(losses[0.0]), rel=0.5)
     with pytest.raises(ConfigError, match="open_loop_fraction"):
         make_config("smoke", ENV, ["rnn.open_loop_fraction=1.5"])
+
+
+def test_a_frozen_lstm_keeps_its_weights_while_the_heads_learn(tmp_path):
+    overrides = ("rnn.steps=4", "rnn.checkpoint_every=4", "rnn.eval_every=4")
+    frozen = make_run(tmp_path / "frozen", *overrides)
+    train_rnn(frozen, progress=False)
+    before = load_rnn(frozen)
+    train_rnn(frozen, total_steps=8, lstm_frozen_after=4, progress=False)
+    after = load_rnn(frozen)
+    for a, b in zip(model_arrays(before.cell), model_arrays(after.cell), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(before.head.weight, after.head.weight)
+    free = make_run(tmp_path / "free", *overrides)
+    train_rnn(free, progress=False)
+    train_rnn(free, total_steps=8, progress=False)  # the same updates, LSTM free
+    assert not np.array_equal(load_rnn(free).cell.weight_hh, after.cell.weight_hh)

@@ -202,6 +202,8 @@ class PipelineConfig:
     retrain_vae: bool = False
     retrain_rnn: bool = False  # a fresh M each round on all data, not the last one's
     warm_start_es: bool = True
+    # Later rounds train only M's heads: the h a kept controller reads keeps its meaning.
+    freeze_lstm: bool = False
 
     def __post_init__(self):
         _require(self.rounds > 0, "pipeline.rounds must be > 0")
@@ -209,6 +211,8 @@ class PipelineConfig:
         # same length would pass for the old one. A new search each round re-scores.
         _require(not (self.retrain_rnn and self.warm_start_es),
                  "pipeline.retrain_rnn needs pipeline.warm_start_es=false")
+        _require(not (self.retrain_rnn and self.freeze_lstm),
+                 "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn")
         _require(self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0")
         _require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
 

@@ -101,8 +101,9 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
     if k > 0 and settings.retrain_rnn:
         _run_stage(run_dir, k, "rnn_reset", lambda: _set_aside(run_dir, "rnn", k))
         rnn_steps = config.rnn.steps
+    frozen_after = config.rnn.steps if settings.freeze_lstm else None
     _run_stage(run_dir, k, "rnn", lambda: train_rnn(
-        run_dir, total_steps=rnn_steps, progress=progress))
+        run_dir, total_steps=rnn_steps, progress=progress, lstm_frozen_after=frozen_after))
     start_from = None
     if settings.warm_start_es:  # the search goes on: (k + 1) x the generations in all
         generations = (k + 1) * config.dream.generations

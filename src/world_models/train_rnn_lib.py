@@ -157,18 +157,33 @@ def terminal_reward(rewards: np.ndarray, optimism_weight: float) -> float:
 
 
 def make_train_step(
-    optimizer: optax.GradientTransformation, rnn: RNNConfig, spec: EnvSpec
+    optimizer: optax.GradientTransformation,
+    rnn: RNNConfig,
+    spec: EnvSpec,
+    frozen_lstm: bool = False,
 ):
-    """One jitted loss+grad+update: (model, opt_state, batch, key) -> same + metrics."""
+    """One jitted loss+grad+update: (model, opt_state, batch, key) -> same + metrics.
+
+    ``frozen_lstm``: only the heads learn; the LSTM (so the h a controller reads) keeps
+    its weights exactly (its gradients and updates are zero, so clipping and Adam see
+    the heads alone).
+    """
+
+    def without_lstm(tree):
+        return eqx.tree_at(lambda m: m.cell, tree, jax.tree.map(jnp.zeros_like, tree.cell))
 
     @eqx.filter_jit
     def train_step(model: MDNRNN, opt_state, batch: Batch, key: jax.Array):
         grads, metrics = eqx.filter_grad(sequence_loss, has_aux=True)(
             model, batch, key, rnn, spec
         )
+        if frozen_lstm:
+            grads = without_lstm(grads)
         updates, opt_state = optimizer.update(
             grads, opt_state, eqx.filter(model, eqx.is_array)
         )
+        if frozen_lstm:
+            updates = without_lstm(updates)
         model = eqx.apply_updates(model, updates)
         return model, opt_state, dict(metrics, grad_norm=optax.tree.norm(grads))
 
@@ -365,11 +380,13 @@ def train_rnn(
     stop_after: int | None = None,
     total_steps: int | None = None,
     progress: bool = True,
+    lstm_frozen_after: int | None = None,
 ) -> dict[str, float]:
     """Train M on ``run_dir``/latents, resuming from ``run_dir``/rnn/ckpt.
 
     Trains to ``total_steps`` (default ``rnn.steps``); curriculum rounds pass a larger
     target to continue from the previous round's checkpoint on the grown dataset.
+    Updates after step ``lstm_frozen_after`` train the heads only (the LSTM stays).
     ``fresh`` deletes ``run_dir``/rnn first. ``stop_after`` returns after that step
     without a final checkpoint, as if the process had been killed (tests, benchmarks).
     Returns the last validation metrics (empty without validation episodes).
@@ -408,7 +425,10 @@ def train_rnn(
     logger = MetricsLogger(out_dir)
     logger.truncate_after(start)
 
-    train_step = make_train_step(make_optimizer(rnn), rnn, spec)
+    optimizer = make_optimizer(rnn)
+    train_steps = {
+        frozen: make_train_step(optimizer, rnn, spec, frozen) for frozen in (False, True)
+    }
     model, opt_state, base_key = state["model"], state["opt_state"], state["key"]
     terminal_rewards = np.concatenate(
         [e["rewards"][e["terminated"]] for e in train_sampler.episodes]
@@ -429,7 +449,8 @@ def train_rnn(
         total=target,
         disable=not progress,
     ):
-        model, opt_state, metrics = train_step(
+        frozen = lstm_frozen_after is not None and step > lstm_frozen_after
+        model, opt_state, metrics = train_steps[frozen](
             model, opt_state, train_sampler.sample(step), jax.random.fold_in(base_key, step)
         )
         metrics = {k: float(v) for k, v in metrics.items()}
