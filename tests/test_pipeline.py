@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ from world_models.config import ConfigError, make_config
 from world_models.logs import read_metrics
 from world_models.markers import STAGES, marker_path
 from world_models.pipeline import run_pipeline
+from world_models.train_rnn_lib import load_rnn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,3 +119,16 @@ def test_a_round_that_trains_a_fresh_m(tmp_path):
     rows = read_metrics(run_dir / "dream" / "metrics.jsonl")
     assert rows[0].get("best_rescored") is not None
     assert (run_dir / "dream_round0").is_dir()
+
+
+def test_a_round_with_a_frozen_lstm_keeps_round_0s_lstm(tmp_path):
+    run_dir = tmp_path / "frozen"
+    subprocess.run(_pipeline_command(
+        run_dir, "--rounds", "2", "--set", "pipeline.freeze_lstm=true"),
+        check=True, cwd=ROOT, timeout=900)
+    steps = make_config("smoke").rnn.steps
+    round0, round1 = (load_rnn(run_dir, step) for step in (steps, 2 * steps))
+    for a, b in zip(jax.tree.leaves(round0.cell), jax.tree.leaves(round1.cell),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(round0.head.weight, round1.head.weight)

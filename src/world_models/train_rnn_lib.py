@@ -337,13 +337,11 @@ def latest_rnn_step(run_dir: str | Path) -> int | None:
     return _checkpointer(run_dir, load_run_config(run_dir)).latest_step()
 
 
-def load_rnn(run_dir: str | Path) -> MDNRNN:
-    """M of the latest checkpoint in ``run_dir``/rnn/ckpt (CheckpointError if none)."""
-    return restore_latest_model(Path(run_dir), load_run_config(run_dir))
-
-
-def restore_latest_model(run_dir: Path, config: Config) -> MDNRNN:
-    """The model of the latest RNN checkpoint in ``run_dir``."""
+def load_rnn(run_dir: str | Path, step: int | None = None) -> MDNRNN:
+    """M of the checkpoint at ``step`` (default: the latest) in ``run_dir``/rnn/ckpt
+    (CheckpointError if none)."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
     directory = run_dir / "rnn" / "ckpt"
     checkpointer = _checkpointer(run_dir, config) if directory.is_dir() else None
     if checkpointer is None or checkpointer.latest_step() is None:
@@ -351,7 +349,7 @@ def restore_latest_model(run_dir: Path, config: Config) -> MDNRNN:
             f"no RNN checkpoint in {directory}; run train_rnn.py --run {run_dir} first"
         )
     template = eqx.filter_eval_shape(_train_state, config, jax.random.PRNGKey(0))
-    return checkpointer.restore(template)["model"]
+    return checkpointer.restore(template, step)["model"]
 
 
 def _split_latents(run_dir: Path, config: Config) -> tuple[list[Path], list[Path]]:
