@@ -19,6 +19,7 @@ from world_models.pipeline import run_pipeline
 from world_models.train_rnn_lib import load_rnn
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOKE_BASELINE = ROOT / "tests" / "data" / "smoke_baseline.json"
 
 
 def _pipeline_command(run_dir: Path, *extra: str) -> list[str]:
@@ -38,6 +39,45 @@ def _artifacts(run_dir: Path) -> dict[str, object]:
     return {"evals": evals, "data": data, "latents": latents}
 
 
+def _fingerprint(run_dir: Path) -> dict[str, object]:
+    """What the smoke run computed, as numbers a refactor must not change: every
+    collected episode, every logged training metric, every latent file and every
+    real episode of the test."""
+    episodes = {}
+    for path in sorted((run_dir / "data").rglob("*.npz")):
+        with np.load(path) as episode:
+            episodes[str(path.relative_to(run_dir))] = [
+                float(episode["rewards"].sum()),
+                float(episode["actions"].astype(np.float64).sum()),
+                float(episode["obs"].astype(np.float64).mean()),
+            ]
+    latents = {}
+    for path in sorted((run_dir / "latents").rglob("*.npz")):
+        with np.load(path) as latent:
+            latents[str(path.relative_to(run_dir))] = float(
+                latent["mu"].astype(np.float64).mean())
+    metrics = {folder: read_metrics(run_dir / folder / "metrics.jsonl")
+               for folder in ("vae", "rnn", "dream")}
+    evals = {path.name: [[e["seed"], e["return"], e["length"]]
+                         for e in json.loads(path.read_text())["results"]]
+             for path in sorted((run_dir / "eval").glob("*.json"))}
+    return _flat({"episodes": episodes, "latents": latents, "metrics": metrics,
+                  "evals": evals})
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    flat = {}
+    for key, value in items:
+        flat.update(_flat(value, f"{prefix}/{key}"))
+    return flat
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
@@ -54,6 +94,18 @@ def test_smoke_pipeline_one_round(smoke_run):
     config = make_config("smoke")
     assert [e["seed"] for e in agent["results"]] == list(
         range(config.eval.seed, config.eval.seed + config.eval.episodes))
+
+
+def test_smoke_run_matches_the_recorded_baseline(smoke_run):
+    """Behaviour is unchanged by refactoring: the smoke pipeline computes what it
+    computed when the baseline was recorded (record it again, on purpose, with
+    WM_RECORD_SMOKE_BASELINE=1, when a change is meant to alter the numbers)."""
+    found = _fingerprint(smoke_run)
+    if os.environ.get("WM_RECORD_SMOKE_BASELINE") == "1":
+        SMOKE_BASELINE.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+    recorded = json.loads(SMOKE_BASELINE.read_text())
+    assert sorted(found) == sorted(recorded)
+    assert found == pytest.approx(recorded, rel=1e-4, abs=1e-5, nan_ok=True)
 
 
 def test_same_command_again_redoes_nothing(smoke_run):
