@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from world_models.config import ConfigError, init_run, load_run_config, make_config
-from world_models.policies import POLICY_NAMES
-from world_models.rollouts import RolloutError, collect, collect_round
+from world_models.data.collection import RolloutError, collect, collect_round
+from world_models.data.policies import policy_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--policy",
         default=None,
-        help=f"one of {sorted(POLICY_NAMES)}; with --run, default: "
+        help=f"one of {policy_names()}; with --run, default: "
         "all policies of the config",
     )
     parser.add_argument("--episodes", type=int, default=None)

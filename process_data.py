@@ -6,7 +6,7 @@ uv run python process_data.py --run runs/NAME
 import argparse
 
 from world_models.cli import run_cli
-from world_models.vae_training import encode_run
+from world_models.training.vae import encode_run
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     run = args.run or f"runs/{args.env.replace('/', '_')}-{args.preset}"
 
-    from world_models.pipeline import run_pipeline
+    from world_models.pipeline.run import run_pipeline
 
     try:
         report = run_pipeline(run, config, fresh=args.fresh, progress=not args.no_progress)

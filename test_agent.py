@@ -7,7 +7,7 @@ S..S+N-1 and writes DIR/eval/NAME.json; ``--video`` also records chosen episodes
 import argparse
 
 from world_models.cli import run_cli
-from world_models.evaluate import (
+from world_models.evaluation.real import (
     ZERO_CONTROLLER,
     evaluate_run,
     format_score,

@@ -3,7 +3,7 @@
 import argparse
 
 from world_models.cli import run_cli
-from world_models.evolve import evolve
+from world_models.dream.evolve import evolve
 
 
 def main() -> None:

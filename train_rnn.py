@@ -9,7 +9,7 @@ over. Run process_data.py first.
 import argparse
 
 from world_models.cli import run_cli
-from world_models.train_rnn_lib import train_rnn
+from world_models.training.rnn import train_rnn
 
 
 def main() -> None:

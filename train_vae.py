@@ -6,7 +6,7 @@ uv run python train_vae.py --run runs/NAME [--fresh]
 import argparse
 
 from world_models.cli import run_cli
-from world_models.vae_training import train_vae
+from world_models.training.vae import train_vae
 
 
 def main() -> None:

@@ -30,10 +30,10 @@ import numpy as np
 
 from world_models.agent import Agent, latent_key, sample_posterior
 from world_models.config import make_config
-from world_models.controller import act, make_controller
 from world_models.envs import get_spec, make_env, preprocess_frame, raw_frame
-from world_models.mdnrnn import action_to_input, rnn_from_config
-from world_models.vae import ConvVAE, frames_to_float
+from world_models.models.controller import act, make_controller
+from world_models.models.mdnrnn import action_to_input, rnn_from_config
+from world_models.models.vae import ConvVAE, frames_to_float
 
 RESULTS = Path(__file__).parent / "results" / "agent.json"
 ENV_ID = "CarRacing-v3"

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from world_models.data.collection import collect, evaluate
+from world_models.data.policies import make_policy
 from world_models.envs import make_env
-from world_models.policies import make_policy
-from world_models.rollouts import collect, evaluate
 
 ENV_ID = "CarRacing-v3"
 RESULTS = Path(__file__).parent / "results" / "collect.json"

@@ -28,11 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from world_models.config import make_config
-from world_models.controller import controller_to_flat, make_controller
-from world_models.dream import Dream, make_dream
+from world_models.dream.evolve import initial_search, make_strategy, run_generations
+from world_models.dream.rollout import Dream, make_dream
 from world_models.envs import get_spec, step_limit
-from world_models.evolve import initial_search, make_strategy, run_generations
-from world_models.mdnrnn import rnn_from_config
+from world_models.models.controller import controller_to_flat, make_controller
+from world_models.models.mdnrnn import rnn_from_config
 
 RESULTS = Path(__file__).parent / "results" / "dream.json"
 ROLLOUTS = 16

@@ -27,21 +27,21 @@ from jax import lax
 
 from world_models.config import make_config
 from world_models.envs import get_spec
-from world_models.mdnrnn import rnn_from_config
-from world_models.train_rnn_lib import make_optimizer as make_rnn_optimizer
-from world_models.train_rnn_lib import make_train_step as make_rnn_train_step
-from world_models.vae import (
+from world_models.models.layers import STRIDE
+from world_models.models.mdnrnn import rnn_from_config
+from world_models.models.vae import (
     DECODER_CHANNELS,
     DECODER_KERNELS,
     DENSE_WIDTH,
     ENCODER_CHANNELS,
     ENCODER_KERNEL,
     IMAGE_SHAPE,
-    STRIDE,
     ConvVAE,
     count_parameters,
     vae_loss,
 )
+from world_models.training.rnn import make_optimizer as make_rnn_optimizer
+from world_models.training.rnn import make_train_step as make_rnn_train_step
 
 RESULTS = Path(__file__).parent / "results" / "train.json"
 NHWC = ("NHWC", "HWIO", "NHWC")

@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from world_models.ablation import ablation_markdown, ablation_rows
 from world_models.cli import run_cli
+from world_models.evaluation.ablation import ablation_markdown, ablation_rows
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import pickle
 
-from world_models.compare import compare_result_files
+from world_models.evaluation.compare import compare_result_files
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from world_models.model_error import (
+from world_models.evaluation.model_error import (
     latent_error_text,
     run_latent_error,
     run_pixel_error,

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from world_models.mdnrnn import MDNRNN
+from world_models.models.mdnrnn import MDNRNN
 
 OPEN = 30.0  # gate pre-activation that makes sigmoid(gate) == 1 in float32
 

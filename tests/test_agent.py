@@ -17,34 +17,34 @@ from world_models.agent import (
     sample_posterior,
 )
 from world_models.config import init_run, load_run_config, make_config
-from world_models.controller import (
-    act,
-    controller_to_flat,
-    head_bounds,
-    make_controller,
-)
-from world_models.envs import get_spec
-from world_models.episode import play_episode
-from world_models.evaluate import (
-    evaluate_run,
-    record_video,
-    render_frames,
-    world_model_panels,
-)
-from world_models.evolve import (
+from world_models.data.collection import evaluate
+from world_models.data.play import play_episode
+from world_models.dream.evolve import (
     evolve,
     load_search,
     make_strategy,
     real_check,
     restart_from_kept,
 )
+from world_models.envs import get_spec
+from world_models.evaluation.real import (
+    evaluate_run,
+    record_video,
+    render_frames,
+    world_model_panels,
+)
 from world_models.logs import read_metrics
-from world_models.mdnrnn import action_to_input, rnn_from_config
-from world_models.rollouts import evaluate
+from world_models.models.controller import (
+    act,
+    controller_to_flat,
+    head_bounds,
+    make_controller,
+)
+from world_models.models.mdnrnn import action_to_input, rnn_from_config
+from world_models.models.vae import ConvVAE, encode_frames
 from world_models.seeds import selection_seeds
-from world_models.train_rnn_lib import latest_rnn_step, load_rnn, train_rnn
-from world_models.vae import ConvVAE, encode_frames
-from world_models.vae_training import checkpointer, initial_state, load_vae
+from world_models.training.rnn import latest_rnn_step, load_rnn, train_rnn
+from world_models.training.vae import checkpointer, initial_state, load_vae
 
 STEPS = 12
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from world_models.data import list_episodes, load_episode
-from world_models.policies import make_policy, register_policy
-from world_models.rollouts import RolloutError, collect
+from world_models.data.collection import RolloutError, collect
+from world_models.data.episodes import list_episodes, load_episode
+from world_models.data.policies import make_policy, register_policy
 
 
 class FlakyPolicy:

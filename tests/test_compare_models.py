@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from world_models.compare import comparison_rows
-from world_models.safe_pickle import (
+from world_models.evaluation.compare import comparison_rows
+from world_models.evaluation.safe_pickle import (
     ResultFileError,
     UnsafePickleError,
     load_mse_curve,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from world_models.config import make_config
-from world_models.controller import (
+from world_models.envs import get_spec
+from world_models.models.controller import (
     LinearController,
     MLPController,
     act,
@@ -16,7 +17,6 @@ from world_models.controller import (
     num_parameters,
     zero_controller,
 )
-from world_models.envs import get_spec
 
 CAR = get_spec("CarRacing-v3")
 LANDER = get_spec("LunarLander-v3")

@@ -6,16 +6,18 @@ import time
 import numpy as np
 import pytest
 
-from world_models.data import (
+from world_models.data.episodes import (
     EpisodeError,
-    FrameBatches,
-    SequenceSampler,
-    forward_mean_rewards,
     list_episodes,
     load_episode,
     load_latents,
     save_episode,
     save_latents,
+)
+from world_models.data.samplers import (
+    FrameBatches,
+    SequenceSampler,
+    forward_mean_rewards,
     split_by_episode,
 )
 
@@ -102,7 +104,7 @@ def test_exception_during_write_leaves_no_file(tmp_path, monkeypatch):
 
 KILLED_WRITER = """
 import sys, numpy as np
-from world_models.data import save_episode
+from world_models.data.episodes import save_episode
 sys.path.insert(0, sys.argv[2])
 from test_data import make_episode
 episode = make_episode(1500)  # random frames: incompressible, slow to write

@@ -6,15 +6,15 @@ import pytest
 from handmade_rnn import counter_rnn
 
 from world_models.config import make_config
-from world_models.controller import (
+from world_models.data.episodes import save_latents
+from world_models.dream.rollout import Dream, load_dream_starts, make_dream
+from world_models.envs import get_spec
+from world_models.models.controller import (
     LinearController,
     controller_to_flat,
     make_controller,
 )
-from world_models.data import save_latents
-from world_models.dream import Dream, load_dream_starts, make_dream
-from world_models.envs import get_spec
-from world_models.mdnrnn import rnn_from_config
+from world_models.models.mdnrnn import rnn_from_config
 
 CAR = get_spec("CarRacing-v3")
 Z = 3
@@ -256,7 +256,7 @@ def test_dropout_makes_each_rollout_a_different_model_and_zero_dropout_is_none()
 
 
 def test_head_mask_keeps_the_expected_prediction():
-    from world_models.mdnrnn import dropout_mask
+    from world_models.models.mdnrnn import dropout_mask
 
     masks = jax.vmap(lambda k: dropout_mask(k, 64, 0.25))(
         jax.random.split(jax.random.key(0), 4000)
@@ -313,8 +313,8 @@ def test_trajectory_replays_the_rollout_of_the_same_key():
 
 
 def test_dream_frames_show_one_row_per_dream(tmp_path):
-    from world_models.dream_view import dream_frames, save_blocks
-    from world_models.vae import ConvVAE
+    from world_models.evaluation.dream_view import dream_frames, save_blocks
+    from world_models.models.vae import ConvVAE
 
     dream = _random_dream(horizon=12)
     vae = ConvVAE(z_dim=Z, key=jax.random.key(1))

@@ -6,19 +6,19 @@ from handmade_rnn import steering_reward_rnn
 
 from world_models.checkpoint import Checkpointer
 from world_models.config import make_config
-from world_models.controller import (
-    act,
-    controller_from_flat,
-    controller_to_flat,
-    make_controller,
-)
-from world_models.dream import make_dream
-from world_models.envs import get_spec
-from world_models.evolve import (
+from world_models.dream.evolve import (
     initial_search,
     make_strategy,
     run_generations,
     search_checkpoint_config,
+)
+from world_models.dream.rollout import make_dream
+from world_models.envs import get_spec
+from world_models.models.controller import (
+    act,
+    controller_from_flat,
+    controller_to_flat,
+    make_controller,
 )
 
 CAR = get_spec("CarRacing-v3")

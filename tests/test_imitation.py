@@ -7,19 +7,19 @@ import pytest
 from tiny_run import make_tiny_run
 
 from world_models.config import load_run_config, make_config
-from world_models.controller import (
+from world_models.data.episodes import save_latents
+from world_models.dream.evolve import evolve, load_search, save_start
+from world_models.envs import get_spec
+from world_models.logs import read_metrics
+from world_models.models.controller import (
     act,
     controller_to_flat,
     make_controller,
     num_parameters,
     raw_targets,
 )
-from world_models.data import save_latents
-from world_models.envs import get_spec
-from world_models.evolve import evolve, load_search, save_start
-from world_models.imitation import controller_inputs, fit_linear_controller
-from world_models.logs import read_metrics
-from world_models.mdnrnn import action_to_input, rnn_from_config
+from world_models.models.mdnrnn import action_to_input, rnn_from_config
+from world_models.training.imitation import controller_inputs, fit_linear_controller
 
 
 def _episodes(tmp_path, config, rnn, teacher, count=6, steps=40):
@@ -94,8 +94,8 @@ def test_the_dream_gap_starts_where_the_real_episode_stands(tmp_path):
     """A one-step dream branched at frame t reads M's state there and the frame's
     latent: with the controller's own actions and a sharp posterior, its reward is M's
     teacher-forced reward at t; longer dreams sum more steps."""
-    from world_models.data import load_latents
-    from world_models.dream_gap import dream_gap
+    from world_models.data.episodes import load_latents
+    from world_models.evaluation.dream_gap import dream_gap
 
     config = make_config("smoke")
     spec = get_spec(config.env_id)

@@ -8,26 +8,37 @@ import world_models
 PACKAGE = Path(world_models.__file__).parent
 
 
+def module_files() -> dict[str, Path]:
+    """Dotted module name (``dream.evolve``) -> its file (no ``__init__``)."""
+    return {
+        ".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the package's modules it imports anywhere in its source."""
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    files = module_files()
     graph = {}
-    for name in modules:
-        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    for name, path in files.items():
         targets = set()
-        for node in ast.walk(tree):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "world_models":
-                    targets |= {alias.name for alias in node.names}
-                elif node.module.startswith("world_models."):
-                    targets.add(node.module.split(".")[1])
+                if node.module == "world_models" or node.module.startswith(
+                    "world_models."
+                ):
+                    base = node.module.removeprefix("world_models").lstrip(".")
+                    for alias in node.names:  # a module, or a name in a module
+                        full = f"{base}.{alias.name}".lstrip(".")
+                        targets.add(full if full in files else base)
             elif isinstance(node, ast.Import):
                 targets |= {
-                    alias.name.split(".")[1]
+                    alias.name.removeprefix("world_models.")
                     for alias in node.names
                     if alias.name.startswith("world_models.")
                 }
-        graph[name] = (targets & modules) - {name}
+        graph[name] = (targets & files.keys()) - {name}
     return graph
 
 
@@ -69,4 +80,16 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 
 def test_no_import_cycles():
-    assert cycles(import_graph()) == []
+    graph = import_graph()
+    assert graph["dream.evolve"] >= {"dream.rollout", "config"}  # the graph is read
+    assert cycles(graph) == []
+
+
+def test_modules_live_in_the_folder_of_their_link():
+    """The flat package of old is gone: beside the shared helpers, every module sits
+    in the folder of its link in the chain (docs/design.md, "The map")."""
+    shared = {"agent", "checkpoint", "cli", "config", "envs", "files", "logs", "seeds",
+              "stats"}
+    folders = {"data", "models", "training", "dream", "evaluation", "pipeline"}
+    for name in module_files():
+        assert name in shared or name.split(".")[0] in folders, name

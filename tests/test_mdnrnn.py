@@ -9,7 +9,7 @@ from scipy import stats
 
 from world_models.config import make_config
 from world_models.envs import get_spec
-from world_models.mdnrnn import (
+from world_models.models.mdnrnn import (
     MDNRNN,
     MDNOutput,
     action_to_input,

@@ -8,9 +8,8 @@ import pytest
 from PIL import Image
 
 from world_models.config import make_config
-from world_models.data import save_episode, save_latents
-from world_models.mdnrnn import MDNRNN, mode_next_z, sample_next_z
-from world_models.model_error import (
+from world_models.data.episodes import save_episode, save_latents
+from world_models.evaluation.model_error import (
     choose_windows,
     latent_batch_mse,
     latent_error,
@@ -18,7 +17,7 @@ from world_models.model_error import (
     open_loop_latents,
     pixel_error,
 )
-from world_models.prediction_record import (
+from world_models.evaluation.prediction_record import (
     PICKLE_KEYS,
     copy_last_frame,
     mse_per_horizon,
@@ -26,8 +25,9 @@ from world_models.prediction_record import (
     save_record,
     to_gray84,
 )
-from world_models.safe_pickle import safe_load_pickle
-from world_models.vae import ConvVAE
+from world_models.evaluation.safe_pickle import safe_load_pickle
+from world_models.models.mdnrnn import MDNRNN, mode_next_z, sample_next_z
+from world_models.models.vae import ConvVAE
 
 
 def gray_rgb(values):
@@ -283,8 +283,8 @@ def test_pixel_protocol_end_to_end_on_tiny_models(tmp_path):
 
 
 def test_held_out_episodes_are_ms_validation_split(tmp_path):
-    from world_models.data import split_by_episode
-    from world_models.model_error import held_out_paths
+    from world_models.data.samplers import split_by_episode
+    from world_models.evaluation.model_error import held_out_paths
 
     config = make_config("smoke", overrides=["rnn.val_fraction=0.3"])
     for kind in ("data", "latents"):

@@ -14,9 +14,9 @@ import pytest
 
 from world_models.config import ConfigError, make_config
 from world_models.logs import read_metrics
-from world_models.markers import STAGES, marker_path
-from world_models.pipeline import run_pipeline
-from world_models.train_rnn_lib import load_rnn
+from world_models.pipeline.markers import STAGES, marker_path
+from world_models.pipeline.run import run_pipeline
+from world_models.training.rnn import load_rnn
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_BASELINE = ROOT / "tests" / "data" / "smoke_baseline.json"

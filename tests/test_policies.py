@@ -1,26 +1,33 @@
 import numpy as np
 import pytest
 
-from world_models.envs import make_env
-from world_models.policies import (
-    POLICY_NAMES,
-    dashboard_speed,
+from world_models.data.drivers import dashboard_speed, road_center, road_mask
+from world_models.data.policies import (
+    DRIVER_NAMES,
     env_action_bounds,
     make_policy,
+    policy_names,
     register_policy,
-    road_center,
-    road_mask,
 )
+from world_models.envs import make_env
 
 
 def test_registry():
-    assert {"brownian", "recovery", "aggressive"} <= set(POLICY_NAMES)
+    assert {"brownian", "recovery", "aggressive", "agent"} <= set(policy_names())
     with pytest.raises(ValueError, match="known: .*brownian"):
         make_policy("nope", "CarRacing-v3")
     with pytest.raises(ValueError, match="CarRacing-v3 only"):
         make_policy("recovery", "LunarLander-v3")
     register_policy("test_constant", lambda env_id: make_policy("brownian", env_id))
-    assert "test_constant" in POLICY_NAMES
+    assert "test_constant" in policy_names()
+
+
+def test_every_driver_name_makes_its_driver():
+    """The registry imports the drivers' module on demand; each name it lists for it
+    must be registered there under that name."""
+    for name in DRIVER_NAMES:
+        policy = make_policy(name, "CarRacing-v3")
+        assert type(policy).__module__ == "world_models.data.drivers", name
 
 
 def test_brownian_continuous_stays_in_bounds_and_is_seeded():
@@ -73,7 +80,7 @@ def test_road_center_picks_nearest_run():
 
 
 def test_model_policies_load_on_first_use():
-    from world_models.policies import get_factory
+    from world_models.data.policies import get_factory
 
     assert callable(get_factory("on_policy")) and callable(get_factory("agent"))
 

@@ -10,8 +10,8 @@ from scipy import stats as scipy_stats
 
 from world_models.config import init_run, make_config
 from world_models.logs import MetricsLogger
-from world_models.markers import marker_path
-from world_models.report import render_report, write_report
+from world_models.pipeline.markers import marker_path
+from world_models.pipeline.report import render_report, write_report
 
 HEADS = dict(val_return_pred_mean=12.5, val_return_true_mean=20.25,
              val_return_corr=0.625, val_return_ratio=0.5, val_done_auroc=0.875)
@@ -145,7 +145,7 @@ def test_report_without_checks_has_no_calibration_section(tmp_path):
 
 
 def test_ablation_rows_pair_each_run_with_the_one_before(tmp_path):
-    from world_models.ablation import ablation_markdown, ablation_rows
+    from world_models.evaluation.ablation import ablation_markdown, ablation_rows
 
     seeds = np.arange(10_000, 10_008)
     rng = np.random.default_rng(5)

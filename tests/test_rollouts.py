@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from world_models.data import validate_episode
+from world_models.data.collection import RolloutError, evaluate
+from world_models.data.episodes import validate_episode
+from world_models.data.play import play_episode
+from world_models.data.policies import make_policy
 from world_models.envs import get_spec, make_env, preprocess_frame, raw_frame
-from world_models.episode import play_episode
-from world_models.policies import make_policy
-from world_models.rollouts import RolloutError, evaluate
 
 ENV_IDS = ["CarRacing-v3", "LunarLander-v3", "ALE/Pong-v5", "ALE/Breakout-v5"]
 CASES = [(env_id, "brownian") for env_id in ENV_IDS] + [
@@ -109,8 +109,8 @@ _KILLED_PARENT = """
 import sys
 sys.path.insert(0, {tests!r})
 from slow_policy import make_slow
-from world_models.policies import register_policy
-from world_models.rollouts import evaluate
+from world_models.data.policies import register_policy
+from world_models.data.collection import evaluate
 register_policy("slow", make_slow)
 evaluate("CarRacing-v3", "slow", [0, 1], workers=2, max_steps=0, progress=False)
 """

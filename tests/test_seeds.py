@@ -4,8 +4,8 @@ import pytest
 
 from world_models import seeds
 from world_models.config import PRESETS, ConfigError, init_run, make_config
+from world_models.data.collection import collect_round
 from world_models.envs import ENVS
-from world_models.rollouts import collect_round
 
 
 def _every_seed_by_purpose(config) -> dict[str, list[range]]:

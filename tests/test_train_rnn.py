@@ -12,11 +12,12 @@ from handmade_rnn import counter_rnn
 
 from world_models.checkpoint import CheckpointError
 from world_models.config import ConfigError, init_run, make_config
-from world_models.data import SequenceSampler, save_latents
+from world_models.data.episodes import save_latents
+from world_models.data.samplers import SequenceSampler
 from world_models.envs import get_spec
 from world_models.logs import read_metrics
-from world_models.mdnrnn import rnn_from_config
-from world_models.train_rnn_lib import (
+from world_models.models.mdnrnn import rnn_from_config
+from world_models.training.rnn import (
     TrainingDivergedError,
     auroc,
     evaluate,

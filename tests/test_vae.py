@@ -12,23 +12,22 @@ from jax import lax
 
 from world_models.checkpoint import CheckpointError
 from world_models.config import init_run, make_config
-from world_models.data import (
+from world_models.data.episodes import (
     EpisodeError,
     list_episodes,
     load_episode,
     load_latents,
     save_episode,
 )
-from world_models.vae import (
+from world_models.models.layers import strided_conv, transposed_conv
+from world_models.models.vae import (
     ConvVAE,
     count_parameters,
     encode_frames,
     kl_divergence,
-    strided_conv,
-    transposed_conv,
     vae_loss,
 )
-from world_models.vae_training import TrainingDiverged, encode_run, load_vae, train_vae
+from world_models.training.vae import TrainingDiverged, encode_run, load_vae, train_vae
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 

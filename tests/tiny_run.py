@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 
 from world_models.config import init_run, make_config
-from world_models.data import save_latents
-from world_models.train_rnn_lib import train_rnn
-from world_models.vae_training import checkpointer, initial_state
+from world_models.data.episodes import save_latents
+from world_models.training.rnn import train_rnn
+from world_models.training.vae import checkpointer, initial_state
 
 TINY_OVERRIDES = (
     "dream.population=6",

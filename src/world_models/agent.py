@@ -28,7 +28,9 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from world_models.config import Config, load_run_config
-from world_models.controller import (
+from world_models.data.policies import register_policy
+from world_models.envs import EnvSpec, get_spec
+from world_models.models.controller import (
     Controller,
     act,
     controller_from_flat,
@@ -36,13 +38,11 @@ from world_models.controller import (
     make_controller,
     zero_controller,
 )
-from world_models.envs import EnvSpec, get_spec
-from world_models.mdnrnn import MDNRNN, MDNOutput, action_to_input
-from world_models.policies import register_policy
-from world_models.train_rnn_lib import latest_rnn_step, load_rnn
-from world_models.vae import ConvVAE, frames_to_float
-from world_models.vae_training import checkpointer as vae_checkpointer
-from world_models.vae_training import load_vae
+from world_models.models.mdnrnn import MDNRNN, MDNOutput, action_to_input
+from world_models.models.vae import ConvVAE, frames_to_float
+from world_models.training.rnn import latest_rnn_step, load_rnn
+from world_models.training.vae import checkpointer as vae_checkpointer
+from world_models.training.vae import load_vae
 
 CONTROLLER_SOURCES = ("best", "mean", "zero")
 
@@ -205,7 +205,7 @@ def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Control
     template = make_controller(config, key=jax.random.key(0))
     if source == "zero":
         return zero_controller(template)
-    from world_models.evolve import load_search  # evolve imports this module
+    from world_models.dream.evolve import load_search  # evolve imports this module
 
     search = load_search(run_dir, config)
     flat = search["best_params"] if source == "best" else search["es_state"].mean

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from world_models.checkpoint import CheckpointError
 from world_models.config import ConfigError
-from world_models.data import EpisodeError
+from world_models.data.episodes import EpisodeError
 from world_models.envs import UnknownEnvError
 
 USER_ERRORS = (ConfigError, CheckpointError, EpisodeError, UnknownEnvError, FileNotFoundError)

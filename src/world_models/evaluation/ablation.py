@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from world_models.calibration import check_correlation, read_checks
-from world_models.report import eval_results
+from world_models.evaluation.calibration import check_correlation, read_checks
+from world_models.pipeline.report import eval_results
 from world_models.stats import paired_difference, summarize
 
 

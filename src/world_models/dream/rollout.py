@@ -45,10 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from world_models.controller import Controller, act, controller_from_flat
-from world_models.data import list_episodes, load_latents
+from world_models.data.episodes import list_episodes, load_latents
 from world_models.envs import EnvSpec
-from world_models.mdnrnn import (
+from world_models.models.controller import Controller, act, controller_from_flat
+from world_models.models.mdnrnn import (
     MDNRNN,
     action_to_input,
     dropout_mask,

@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer, CheckpointError
 from world_models.config import Config, RNNConfig, load_run_config
-from world_models.data import SequenceSampler, list_episodes, split_by_episode
+from world_models.data.episodes import list_episodes
+from world_models.data.samplers import SequenceSampler, split_by_episode
 from world_models.envs import EnvSpec, get_spec
 from world_models.logs import MetricsLogger, plot_curves
-from world_models.mdnrnn import (
+from world_models.models.mdnrnn import (
     MDNRNN,
     action_to_input,
     asymmetric_reward_error,

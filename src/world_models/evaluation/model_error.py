@@ -11,7 +11,7 @@ baseline and V's reconstruction floor.
 Latent protocol: the MSE between M's open-loop latents and the encoded actual latents
 over a short horizon, in batches of test sub-sequences.
 
-Comparing result files of several models: ``world_models.compare``.
+Comparing result files of several models: ``world_models.evaluation.compare``.
 """
 
 from __future__ import annotations
@@ -28,27 +28,27 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from world_models.compare import comparison_markdown, comparison_rows, plot_mse_curves
 from world_models.config import load_run_config
-from world_models.data import (
-    list_episodes,
-    load_episode,
-    load_latents,
-    split_by_episode,
-)
+from world_models.data.episodes import list_episodes, load_episode, load_latents
+from world_models.data.samplers import split_by_episode
 from world_models.envs import get_spec
-from world_models.files import write_atomic_text
-from world_models.mdnrnn import action_to_input, mode_next_z, sample_next_z
-from world_models.prediction_record import (
+from world_models.evaluation.compare import (
+    comparison_markdown,
+    comparison_rows,
+    plot_mse_curves,
+)
+from world_models.evaluation.prediction_record import (
     copy_last_frame,
     float_to_uint8,
     prediction_record,
     save_record,
     to_gray84,
 )
-from world_models.train_rnn_lib import load_rnn
-from world_models.vae import encode_frames
-from world_models.vae_training import load_vae
+from world_models.files import write_atomic_text
+from world_models.models.mdnrnn import action_to_input, mode_next_z, sample_next_z
+from world_models.models.vae import encode_frames
+from world_models.training.rnn import load_rnn
+from world_models.training.vae import load_vae
 
 # ------------------------------------------------------------ start points
 

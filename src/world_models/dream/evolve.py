@@ -28,12 +28,16 @@ from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
 from world_models.config import Config, load_run_config
-from world_models.controller import controller_to_flat, make_controller, num_parameters
-from world_models.dream import Dream, load_dream_starts, make_dream
+from world_models.dream.rollout import Dream, load_dream_starts, make_dream
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
+from world_models.models.controller import (
+    controller_to_flat,
+    make_controller,
+    num_parameters,
+)
 from world_models.seeds import selection_seeds
-from world_models.train_rnn_lib import latest_rnn_step, load_rnn
+from world_models.training.rnn import latest_rnn_step, load_rnn
 
 DREAM_ESTIMATE_ROLLOUTS = 64  # dreams behind the dream's estimate at a real check
 
@@ -223,7 +227,7 @@ def real_check(
     seeds: range,
 ) -> list[dict]:
     """Real-env episodes of the controller ``params`` on selection ``seeds``."""
-    from world_models.rollouts import evaluate
+    from world_models.data.collection import evaluate
 
     spec = get_spec(config.env_id)
     return evaluate(

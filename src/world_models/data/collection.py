@@ -17,13 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from world_models.config import Config
-from world_models.data import EpisodeError, load_episode
+from world_models.data.episodes import EpisodeError, load_episode
+from world_models.data.play import summarize
+from world_models.data.policies import get_factory
+from world_models.data.worker_pool import Task, run_tasks
 from world_models.envs import get_spec
-from world_models.episode import summarize
 from world_models.files import TMP_MARKER, write_atomic_text
-from world_models.policies import get_factory
 from world_models.seeds import collection_seeds
-from world_models.worker_pool import Task, run_tasks
 
 MANIFEST = "manifest.json"
 

@@ -7,15 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from world_models.calibration import (
+from world_models.config import load_run_config
+from world_models.evaluation.calibration import (
     PLOT_NAME,
     calibration_section,
     write_calibration_plot,
 )
-from world_models.config import load_run_config
 from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
-from world_models.markers import read_markers
+from world_models.pipeline.markers import read_markers
 from world_models.stats import paired_difference, summarize
 
 

@@ -21,16 +21,16 @@ from PIL import Image, ImageDraw
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
 from world_models.agent import latent_key, sample_posterior
 from world_models.config import load_run_config
+from world_models.data.collection import evaluate
+from world_models.data.play import play_episode
+from world_models.data.policies import make_policy
 from world_models.envs import get_spec, step_limit
-from world_models.episode import play_episode
 from world_models.files import write_atomic_text
-from world_models.mdnrnn import MDNRNN, action_to_input, mode_next_z
-from world_models.policies import make_policy
-from world_models.rollouts import evaluate
+from world_models.models.mdnrnn import MDNRNN, action_to_input, mode_next_z
+from world_models.models.vae import ConvVAE, encode_frames
 from world_models.seeds import BAND
-from world_models.train_rnn_lib import load_rnn
-from world_models.vae import ConvVAE, encode_frames
-from world_models.vae_training import load_vae
+from world_models.training.rnn import load_rnn
+from world_models.training.vae import load_vae
 
 MODEL_POLICIES = ("agent", "on_policy")  # policies that read V, M and C from the run
 ZERO_CONTROLLER = "zero"

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from world_models.safe_pickle import load_mse_curve
+from world_models.evaluation.safe_pickle import load_mse_curve
 
 # ------------------------------------------------------------ comparison
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from world_models.data import save_episode
+from world_models.data.episodes import save_episode
+from world_models.data.play import play_episode, summarize
+from world_models.data.policies import PolicyFactory
 from world_models.envs import make_env
-from world_models.episode import play_episode, summarize
-from world_models.policies import PolicyFactory
 
 
 @dataclass(frozen=True)

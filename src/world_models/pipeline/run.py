@@ -20,8 +20,8 @@ from typing import Any
 
 from world_models.config import Config, init_run
 from world_models.files import write_atomic_text
-from world_models.markers import marker_path, read_marker
-from world_models.report import write_report
+from world_models.pipeline.markers import marker_path, read_marker
+from world_models.pipeline.report import write_report
 from world_models.seeds import collection_seeds
 
 BASELINES = ("brownian", "zero")
@@ -66,23 +66,23 @@ def run_pipeline(run_dir: str | Path, config: Config, fresh: bool = False,
 
 
 def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
-    from world_models import rollouts
-    from world_models.evolve import evolve
-    from world_models.train_rnn_lib import train_rnn
-    from world_models.vae_training import encode_run, train_vae
+    from world_models.data import collection
+    from world_models.dream.evolve import evolve
+    from world_models.training.rnn import train_rnn
+    from world_models.training.vae import encode_run, train_vae
 
     settings = config.pipeline
 
     def collect() -> dict[str, Any]:
         if k == 0:
-            manifests = rollouts.collect_round(run_dir, config, 0, progress=progress)
+            manifests = collection.collect_round(run_dir, config, 0, progress=progress)
         else:
-            manifests = rollouts.collect_round(
+            manifests = collection.collect_round(
                 run_dir, config, k, policies=settings.heuristic_policies_later_rounds,
                 progress=progress) if settings.heuristic_policies_later_rounds else {}
             if settings.on_policy_episodes:
-                manifests["on_policy"] = rollouts.collect(
-                    rollouts.round_dir(run_dir, k, "on_policy"), config.env_id,
+                manifests["on_policy"] = collection.collect(
+                    collection.round_dir(run_dir, k, "on_policy"), config.env_id,
                     "on_policy", settings.on_policy_episodes,
                     collection_seeds(config, k, "on_policy").start,
                     config.collect.workers, config.collect.max_steps,
@@ -136,7 +136,7 @@ def _set_aside(run_dir: Path, folder: str, k: int) -> dict[str, Any]:
 
 
 def _test(run_dir: Path, config: Config, k: int, progress: bool) -> dict[str, Any]:
-    from world_models.evaluate import evaluate_run, record_video
+    from world_models.evaluation.real import evaluate_run, record_video
 
     results = {"agent": evaluate_run(run_dir, name=f"round{k}_agent", progress=progress)}
     if config.eval.video:

@@ -19,11 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from world_models.config import Config
-from world_models.controller import LinearController, make_controller, raw_targets
-from world_models.data import load_latents
-from world_models.dream import prefix_states
+from world_models.data.episodes import load_latents
+from world_models.dream.rollout import prefix_states
 from world_models.envs import EnvSpec, get_spec
-from world_models.mdnrnn import MDNRNN, action_to_input
+from world_models.models.controller import (
+    LinearController,
+    make_controller,
+    raw_targets,
+)
+from world_models.models.mdnrnn import MDNRNN, action_to_input
 
 
 def controller_inputs(

@@ -25,19 +25,18 @@ from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
 from world_models.config import VAEConfig, load_run_config
-from world_models.data import (
+from world_models.data.episodes import (
     PROVENANCE_KEYS,
     STEP_KEYS,
-    FrameBatches,
     list_episodes,
     load_episode,
     load_latents,
     save_latents,
-    split_by_episode,
 )
+from world_models.data.samplers import FrameBatches, split_by_episode
 from world_models.files import write_atomic_text
 from world_models.logs import MetricsLogger, plot_curves
-from world_models.vae import (
+from world_models.models.vae import (
     ConvVAE,
     beta_at,
     encode_frames,

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from world_models.dream import Dream
-from world_models.model_error import decode_latents
-from world_models.vae import ConvVAE
+from world_models.dream.rollout import Dream
+from world_models.evaluation.model_error import decode_latents
+from world_models.models.vae import ConvVAE
 
 GAP = 4  # white pixels between temperature blocks
 

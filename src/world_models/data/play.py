@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from world_models.data.policies import Policy, get_factory
 from world_models.envs import (
     get_spec,
     make_env,
@@ -13,7 +14,6 @@ from world_models.envs import (
     raw_frame,
     step_limit,
 )
-from world_models.policies import Policy, get_factory
 
 
 def play_episode(

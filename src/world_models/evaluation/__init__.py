@@ -1,0 +1,1 @@
+"""Real-env evaluation, world-model error, comparisons and diagnostics."""

@@ -1,0 +1,1 @@
+"""The models: V (ConvVAE), M (MDN-RNN) and C (the controller)."""

@@ -1,0 +1,1 @@
+"""The job: stages in curriculum rounds, their markers, the report."""

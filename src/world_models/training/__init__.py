@@ -1,0 +1,1 @@
+"""Training loops: V, M, and C by imitation."""
