@@ -7,7 +7,7 @@ throughput: env-steps/s of raw env stepping (brownian policy, no preprocessing, 
 saving, one process per worker) against the collection pipeline (the same policy and
 seeds, with preprocessing, compression, atomic writes and IPC), for 1 and 2 workers, in
 the same run. scores: mean ± std return of each collection policy over seeded
-full-length episodes, via rollouts.evaluate.
+full-length episodes, via data.collection.play_episodes.
 Results go to benchmarks/results/collect.json (merged by section).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from world_models.data.collection import collect, evaluate
+from world_models.data.collection import collect, play_episodes
 from world_models.data.policies import make_policy
 from world_models.envs import make_env
 
@@ -107,7 +107,9 @@ def throughput(episodes: int, max_steps: int) -> dict:
 def scores(episodes: int, workers: int) -> dict:
     table = {}
     for name in ("brownian", "recovery", "aggressive"):
-        results = evaluate(ENV_ID, name, list(range(episodes)), workers, max_steps=0)
+        results = play_episodes(
+            ENV_ID, name, list(range(episodes)), workers, max_steps=0
+        )
         returns = np.array([r["return"] for r in results])
         table[name] = {
             "mean": float(returns.mean()),

@@ -3,7 +3,7 @@
     uv run python benchmarks/dream.py [--horizon 100 --repeats 3 --generation-horizon 0]
 
 Sections (paper-sized M: z 32, LSTM 256, 5 mixtures per dimension; linear controller):
-  batch       agent-steps/s of Dream.evaluate over batch sizes (candidates x 16
+  batch       agent-steps/s of Dream.population_returns over batch sizes (candidates x 16
               rollouts), plus chunked variants of the largest batch (lax.map)
   generation  wall time of one whole generation (ask, dream, tell under one jit) at the
               quick (64 x 16) and full (256 x 16) settings
@@ -79,12 +79,12 @@ def _time(fn, repeats: int) -> tuple[float, float]:
 
 @eqx.filter_jit
 def _evaluate(dream: Dream, population, key, rollouts: int, chunk_size: int):
-    return dream.evaluate(population, key, rollouts, chunk_size)[0]
+    return dream.population_returns(population, key, rollouts, chunk_size)[0]
 
 
 @eqx.filter_jit
 def _one_candidate(dream: Dream, params, key, rollouts: int):
-    return dream.evaluate(params[None], key, rollouts)[0]
+    return dream.population_returns(params[None], key, rollouts)[0]
 
 
 def bench_batches(

@@ -18,7 +18,7 @@ import numpy as np
 
 from world_models.cli import run_cli
 from world_models.config import load_run_config
-from world_models.data.collection import evaluate
+from world_models.data.collection import play_episodes
 from world_models.data.episodes import list_episodes
 from world_models.dream.evolve import save_start
 from world_models.models.controller import controller_to_flat
@@ -49,7 +49,7 @@ def main() -> None:
     print(f"wrote {folder}")
     if args.check:
         seeds = selection_seeds(config, 0, MAX_CHECKS_PER_ROUND - 1)[: args.check]
-        results = evaluate(
+        results = play_episodes(
             config.env_id, "agent", list(seeds), config.eval.workers, config.eval.max_steps,
             dict(run_dir=str(args.run), params=tuple(float(x) for x in flat)),
         )

@@ -17,7 +17,7 @@ from world_models.agent import (
     sample_posterior,
 )
 from world_models.config import init_run, load_run_config, make_config
-from world_models.data.collection import evaluate
+from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.dream.evolve import (
     evolve,
@@ -174,7 +174,7 @@ def test_pool_evaluation_reproduces_seeds_and_writes_a_report(tmp_path):
         for s in (7, 8)
     ]
     np.testing.assert_allclose(returns, in_process, rtol=0, atol=1e-4)
-    single_worker = evaluate(
+    single_worker = play_episodes(
         "CarRacing-v3", "brownian", [7, 8], 1, STEPS, progress=False
     )
     assert [r["return"] for r in single_worker] == returns

@@ -85,7 +85,7 @@ def test_vmapped_population_matches_a_python_loop(chunk_size):
     dream = _random_dream()
     population = _population(dream, 5)
     rollouts, key = 4, jax.random.key(11)
-    returns, lengths = eqx.filter_jit(dream.evaluate)(
+    returns, lengths = eqx.filter_jit(dream.population_returns)(
         population, key, rollouts, chunk_size
     )
     assert returns.shape == (5, rollouts) and lengths.shape == (5, rollouts)
@@ -102,7 +102,7 @@ def test_common_random_numbers_within_a_generation():
     dream = _random_dream()
     candidate = _population(dream, 1)[0]
     population = jnp.stack([candidate, candidate, 2 * candidate])
-    returns, _ = dream.evaluate(population, jax.random.key(0), rollouts=3)
+    returns, _ = dream.population_returns(population, jax.random.key(0), rollouts=3)
     np.testing.assert_array_equal(returns[0], returns[1])  # same starts, same noise
     assert len(set(np.asarray(returns[0]).tolist())) == 3  # rollouts differ
     assert not np.array_equal(returns[0], returns[2])
@@ -236,7 +236,7 @@ def _dropout_dream(dropout, temperature=1.0):
 def test_dream_with_dropout_is_pure_and_reproducible_from_its_key():
     dream = _dropout_dream(0.3)
     population = _population(dream, 4)
-    evaluate = eqx.filter_jit(dream.evaluate)
+    evaluate = eqx.filter_jit(dream.population_returns)
     first = evaluate(population, jax.random.key(1), 6)
     again = evaluate(population, jax.random.key(1), 6)
     np.testing.assert_array_equal(first[0], again[0])
@@ -277,7 +277,7 @@ def _ensemble_dream(ensemble, heads=3):
 def test_ensemble_dream_is_pure_and_reproducible_from_its_key(ensemble):
     dream = _never_ending(_ensemble_dream(ensemble))
     population = _population(dream, 3)
-    evaluate = eqx.filter_jit(dream.evaluate)
+    evaluate = eqx.filter_jit(dream.population_returns)
     first, again = (evaluate(population, jax.random.key(1), 5) for _ in range(2))
     np.testing.assert_array_equal(first[0], again[0])
     assert not np.array_equal(first[0], evaluate(population, jax.random.key(2), 5)[0])

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from world_models.data.collection import RolloutError, evaluate
+from world_models.data.collection import RolloutError, play_episodes
 from world_models.data.episodes import validate_episode
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
@@ -77,7 +77,7 @@ def test_carracing_crop_removes_the_dashboard():
 
 
 def test_evaluate_matches_play_episode():
-    results = evaluate(
+    results = play_episodes(
         "LunarLander-v3", "brownian", [5, 2], workers=2, max_steps=30, progress=False
     )
     assert [r["seed"] for r in results] == [5, 2]
@@ -93,7 +93,7 @@ def test_evaluate_matches_play_episode():
 
 def test_evaluate_reports_failures():
     with pytest.raises(RolloutError, match="seed 0"):
-        evaluate(
+        play_episodes(
             "CarRacing-v3",
             "brownian",
             [0],
@@ -110,9 +110,9 @@ import sys
 sys.path.insert(0, {tests!r})
 from slow_policy import make_slow
 from world_models.data.policies import register_policy
-from world_models.data.collection import evaluate
+from world_models.data.collection import play_episodes
 register_policy("slow", make_slow)
-evaluate("CarRacing-v3", "slow", [0, 1], workers=2, max_steps=0, progress=False)
+play_episodes("CarRacing-v3", "slow", [0, 1], workers=2, max_steps=0, progress=False)
 """
 
 

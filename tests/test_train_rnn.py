@@ -20,7 +20,7 @@ from world_models.models.mdnrnn import rnn_from_config
 from world_models.training.rnn import (
     TrainingDivergedError,
     auroc,
-    evaluate,
+    validation_metrics,
     load_rnn,
     make_optimizer,
     make_train_step,
@@ -338,7 +338,7 @@ def test_validation_returns_sum_each_episode_across_its_windows(tmp_path):
     sampler = SequenceSampler(paths, seq_len=8, batch_size=2, seed=0)
     model = counter_rnn(4, 3, done_step=1000, reward=0.5, terminal_reward=-4.0)
     config = make_config("smoke", ENV)
-    metrics = evaluate(
+    metrics = validation_metrics(
         model, sampler, get_spec(ENV), jax.random.PRNGKey(0), config.rnn, 0.0
     )
     pred = 0.5 * (np.array(lengths) - 1) - 4.0  # the last step pays the terminal -4

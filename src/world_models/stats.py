@@ -18,7 +18,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Summary:
     mean: float
-    std: float  # population std (ddof=0), as evaluate.summarize_returns reports it
+    std: float  # population std (ddof=0), as evaluation.real.summarize_returns gives it
     sem: float  # standard error of the mean: std with ddof=1 over sqrt(n)
     n: int
 
@@ -32,8 +32,8 @@ class PairedDifference:
 
 
 def summarize(returns: Iterable[float]) -> Summary:
-    """Mean, population std (ddof=0, the std evaluate.py and evolve.py write), standard
-    error of the mean (ddof=1 std / sqrt(n); NaN for one value) and n."""
+    """Mean, population std (ddof=0, as evaluation/real.py and dream/evolve.py write
+    it), standard error of the mean (ddof=1 std / sqrt(n); NaN for one value) and n."""
     values = np.asarray(list(returns), np.float64)
     if values.size == 0:
         raise ValueError("summarize needs at least one return")

@@ -1,7 +1,7 @@
 """Seeded real episodes of any policy on the worker pool (``worker_pool``).
 
 Collection saves the episodes (atomic files + manifest.json), evaluation only scores
-them, and the dream's periodic real checks call ``evaluate`` too.
+them, and the dream's periodic real checks call ``play_episodes`` too.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _tasks(
     ]
 
 
-def evaluate(
+def play_episodes(
     env_id: str,
     policy_name: str,
     seeds: Sequence[int],

@@ -93,7 +93,9 @@ def run_generations(
             jax.random.fold_in(root_key, index), 3
         )
         population, state = es.ask(ask_key, state, es_params)
-        returns, lengths = dream.evaluate(population, dream_key, rollouts, chunk_size)
+        returns, lengths = dream.population_returns(
+            population, dream_key, rollouts, chunk_size
+        )
         fitness = returns.mean(axis=1)
         state, _ = es.tell(
             tell_key, population, -fitness, state, es_params
@@ -115,7 +117,7 @@ def dream_estimate(
     dream: Dream, params: Array, key: PRNGKeyArray, rollouts: int
 ) -> tuple[Array, Array]:
     """Mean and std of one controller's dream return over ``rollouts`` dreams."""
-    returns, _ = dream.evaluate(params[None], key, rollouts)
+    returns, _ = dream.population_returns(params[None], key, rollouts)
     return returns.mean(), returns.std()
 
 
@@ -227,10 +229,10 @@ def real_check(
     seeds: range,
 ) -> list[dict]:
     """Real-env episodes of the controller ``params`` on selection ``seeds``."""
-    from world_models.data.collection import evaluate
+    from world_models.data.collection import play_episodes
 
     spec = get_spec(config.env_id)
-    return evaluate(
+    return play_episodes(
         config.env_id,
         "agent",
         list(seeds),

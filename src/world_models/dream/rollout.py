@@ -2,9 +2,10 @@
 
 ``Dream.rollout`` is one candidate's episode, a pure function of (controller
 parameters, key): a start is drawn from the pool — a latent from V's posterior at a
-frame of a real episode, with M's state at that frame — then M is stepped with temperature τ and its predicted rewards are summed up to the
-horizon or until its termination head fires. ``Dream.evaluate`` vmaps that over
-rollouts and candidates.
+frame of a real episode, with M's state at that frame — then M is stepped with
+temperature τ and its predicted rewards are summed up to the horizon or until its
+termination head fires. ``Dream.population_returns`` vmaps that over rollouts and
+candidates.
 
 Starts: by default the first frame of every real episode with the state at zero,
 exactly like the acting agent at reset. With ``branch_every`` = k > 0 the pool also holds
@@ -176,7 +177,7 @@ class Dream(eqx.Module):
         )
         return (total, length), steps
 
-    def evaluate(
+    def population_returns(
         self,
         population: Float[Array, "p d"],
         key: PRNGKeyArray,

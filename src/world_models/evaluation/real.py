@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
 from world_models.agent import latent_key, sample_posterior
 from world_models.config import load_run_config
-from world_models.data.collection import evaluate
+from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
 from world_models.envs import get_spec, step_limit
@@ -92,7 +92,7 @@ def evaluate_run(
         )
     registered, kwargs = policy_setup(run_dir, policy)
     limit = step_limit(get_spec(config.env_id), max_steps)
-    results = evaluate(
+    results = play_episodes(
         config.env_id,
         registered,
         list(range(seed, seed + episodes)),

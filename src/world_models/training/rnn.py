@@ -254,7 +254,7 @@ def return_calibration(predicted: np.ndarray, true: np.ndarray) -> dict[str, flo
     )
 
 
-def evaluate(
+def validation_metrics(
     model: MDNRNN,
     sampler: SequenceSampler,
     spec: EnvSpec,
@@ -458,7 +458,9 @@ def train_rnn(
         if val_sampler is not None and (
             step % rnn.eval_every == 0 or step == target
         ):
-            val_metrics = evaluate(model, val_sampler, spec, val_key, rnn, reward_mean)
+            val_metrics = validation_metrics(
+                model, val_sampler, spec, val_key, rnn, reward_mean
+            )
             row.update(val_metrics)
         logger.log(step, **row)
         if step % rnn.checkpoint_every == 0 or step == target:
@@ -469,7 +471,9 @@ def train_rnn(
     if (
         not val_metrics and val_sampler is not None
     ):  # e.g. re-run of a finished training
-        val_metrics = evaluate(model, val_sampler, spec, val_key, rnn, reward_mean)
+        val_metrics = validation_metrics(
+            model, val_sampler, spec, val_key, rnn, reward_mean
+        )
     logger.close()
     checkpointer.close()
     _plot(out_dir)

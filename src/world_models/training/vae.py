@@ -119,7 +119,9 @@ def _eval_batch(model: ConvVAE, frames: jax.Array, key: jax.Array):
     return vae_terms(model, frames_to_float(frames), key)
 
 
-def evaluate(model: ConvVAE, frames: np.ndarray, batch_size: int, seed: int) -> dict:
+def validation_losses(
+    model: ConvVAE, frames: np.ndarray, batch_size: int, seed: int
+) -> dict:
     """Mean reconstruction error and KL over ``frames`` (last batch padded, cut)."""
     recons, kls = [], []
     key = jax.random.PRNGKey(seed)
@@ -236,7 +238,7 @@ def train_vae(
             count += 1
             done = step + 1
             if done % config.eval_every == 0 or done == end:
-                last_val = evaluate(
+                last_val = validation_losses(
                     state["model"], val_frames, config.batch_size, config.seed
                 )
                 logger.log(
