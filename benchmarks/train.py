@@ -40,8 +40,8 @@ from world_models.models.vae import (
     count_parameters,
     vae_loss,
 )
-from world_models.training.rnn import make_optimizer as make_rnn_optimizer
-from world_models.training.rnn import make_train_step as make_rnn_train_step
+from world_models.training.rnn_loss import make_optimizer as make_rnn_optimizer
+from world_models.training.rnn_loss import make_train_step as make_rnn_train_step
 
 RESULTS = Path(__file__).parent / "results" / "train.json"
 NHWC = ("NHWC", "HWIO", "NHWC")

@@ -17,18 +17,18 @@ from world_models.data.samplers import SequenceSampler
 from world_models.envs import get_spec
 from world_models.logs import read_metrics
 from world_models.models.mdnrnn import rnn_from_config
-from world_models.training.rnn import (
-    TrainingDivergedError,
-    auroc,
-    validation_metrics,
-    load_rnn,
+from world_models.training.rnn import TrainingDivergedError, load_rnn, train_rnn
+from world_models.training.rnn_loss import (
     make_optimizer,
     make_train_step,
-    return_calibration,
     sequence_loss,
     terminal_reward,
+)
+from world_models.training.rnn_validation import (
+    auroc,
+    return_calibration,
     termination_metrics,
-    train_rnn,
+    validation_metrics,
 )
 
 ENV = "CarRacing-v3"
