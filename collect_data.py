@@ -14,9 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from world_models.config import ConfigError, init_run, load_run_config, make_config
+from world_models.config import ConfigError, make_config
 from world_models.data.collection import RolloutError, collect, collect_round
 from world_models.data.policies import policy_names
+from world_models.run_directory import init_run, load_run_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

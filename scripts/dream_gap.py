@@ -21,11 +21,11 @@ import numpy as np
 
 from world_models.agent import CONTROLLER_SOURCES, load_controller
 from world_models.cli import run_cli
-from world_models.config import load_run_config
 from world_models.data.episodes import list_episodes, load_latents
 from world_models.envs import get_spec
 from world_models.evaluation.dream_gap import dream_gap
 from world_models.models.controller import controller_to_flat
+from world_models.run_directory import load_run_config
 from world_models.training.rnn import load_rnn
 
 

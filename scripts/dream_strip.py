@@ -15,10 +15,10 @@ import jax
 
 from world_models.agent import CONTROLLER_SOURCES
 from world_models.cli import run_cli
-from world_models.config import load_run_config
 from world_models.dream.evolve import load_dream
 from world_models.evaluation.dream_view import dream_frames, save_blocks
 from world_models.models.controller import controller_to_flat
+from world_models.run_directory import load_run_config
 from world_models.training.vae import load_vae
 
 

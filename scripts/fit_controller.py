@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from world_models.cli import run_cli
-from world_models.config import load_run_config
 from world_models.data.collection import play_episodes
 from world_models.data.episodes import list_episodes
 from world_models.dream.evolve import save_start
 from world_models.models.controller import controller_to_flat
+from world_models.run_directory import load_run_config
 from world_models.seeds import MAX_CHECKS_PER_ROUND, selection_seeds
 from world_models.training.imitation import fit_linear_controller
 from world_models.training.rnn import load_rnn

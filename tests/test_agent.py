@@ -16,7 +16,7 @@ from world_models.agent import (
     make_agent,
     sample_posterior,
 )
-from world_models.config import init_run, load_run_config, make_config
+from world_models.config import make_config
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.dream.evolve import (
@@ -42,6 +42,7 @@ from world_models.models.controller import (
 )
 from world_models.models.mdnrnn import action_to_input, rnn_from_config
 from world_models.models.vae import ConvVAE, encode_frames
+from world_models.run_directory import init_run, load_run_config
 from world_models.seeds import selection_seeds
 from world_models.training.rnn import latest_rnn_step, load_rnn, train_rnn
 from world_models.training.vae import checkpointer, initial_state, load_vae

@@ -3,15 +3,13 @@ import json
 import pytest
 
 from world_models.config import (
-    CONFIG_FILENAME,
     PRESETS,
     ConfigError,
     apply_overrides,
-    init_run,
     load_config,
-    load_run_config,
     make_config,
 )
+from world_models.run_directory import CONFIG_FILENAME, init_run, load_run_config
 
 
 @pytest.mark.parametrize("preset", PRESETS)

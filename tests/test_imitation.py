@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tiny_run import make_tiny_run
 
-from world_models.config import load_run_config, make_config
+from world_models.config import make_config
 from world_models.data.episodes import save_latents
 from world_models.dream.evolve import evolve, load_search, save_start
 from world_models.envs import get_spec
@@ -19,6 +19,7 @@ from world_models.models.controller import (
     raw_targets,
 )
 from world_models.models.mdnrnn import action_to_input, rnn_from_config
+from world_models.run_directory import load_run_config
 from world_models.training.imitation import controller_inputs, fit_linear_controller
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from world_models.config import init_run, make_config
+from world_models.config import make_config
 from world_models.logs import MetricsLogger
 from world_models.pipeline.markers import marker_path
 from world_models.pipeline.report import render_report, write_report
+from world_models.run_directory import init_run
 
 HEADS = dict(val_return_pred_mean=12.5, val_return_true_mean=20.25,
              val_return_corr=0.625, val_return_ratio=0.5, val_done_auroc=0.875)

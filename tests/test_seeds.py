@@ -3,9 +3,10 @@ import json
 import pytest
 
 from world_models import seeds
-from world_models.config import PRESETS, ConfigError, init_run, make_config
+from world_models.config import PRESETS, ConfigError, make_config
 from world_models.data.collection import collect_round
 from world_models.envs import ENVS
+from world_models.run_directory import init_run
 
 
 def _every_seed_by_purpose(config) -> dict[str, list[range]]:

@@ -11,12 +11,13 @@ import pytest
 from handmade_rnn import counter_rnn
 
 from world_models.checkpoint import CheckpointError
-from world_models.config import ConfigError, init_run, make_config
+from world_models.config import ConfigError, make_config
 from world_models.data.episodes import save_latents
 from world_models.data.samplers import SequenceSampler
 from world_models.envs import get_spec
 from world_models.logs import read_metrics
 from world_models.models.mdnrnn import rnn_from_config
+from world_models.run_directory import init_run
 from world_models.training.rnn import TrainingDivergedError, load_rnn, train_rnn
 from world_models.training.rnn_loss import (
     make_optimizer,

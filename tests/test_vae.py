@@ -11,7 +11,7 @@ import pytest
 from jax import lax
 
 from world_models.checkpoint import CheckpointError
-from world_models.config import init_run, make_config
+from world_models.config import make_config
 from world_models.data.episodes import (
     EpisodeError,
     list_episodes,
@@ -27,6 +27,7 @@ from world_models.models.vae import (
     kl_divergence,
     vae_loss,
 )
+from world_models.run_directory import init_run
 from world_models.training.vae import TrainingDiverged, encode_run, load_vae, train_vae
 
 NHWC = ("NHWC", "HWIO", "NHWC")

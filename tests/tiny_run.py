@@ -4,8 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from world_models.config import init_run, make_config
+from world_models.config import make_config
 from world_models.data.episodes import save_latents
+from world_models.run_directory import init_run
 from world_models.training.rnn import train_rnn
 from world_models.training.vae import checkpointer, initial_state
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from world_models.config import Config, load_run_config
+from world_models.config import Config
 from world_models.data.policies import register_policy
 from world_models.envs import EnvSpec, get_spec
 from world_models.models.controller import (
@@ -40,6 +40,7 @@ from world_models.models.controller import (
 )
 from world_models.models.mdnrnn import MDNRNN, MDNOutput, action_to_input
 from world_models.models.vae import ConvVAE, frames_to_float
+from world_models.run_directory import load_run_config
 from world_models.training.rnn import latest_rnn_step, load_rnn
 from world_models.training.vae import checkpointer as vae_checkpointer
 from world_models.training.vae import load_vae

@@ -15,10 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from world_models.files import write_atomic_text
-
 PRESETS = ("smoke", "quick", "standard", "full")
-CONFIG_FILENAME = "config.json"
 ENSEMBLE_MODES = ("sample", "pessimistic")
 
 
@@ -429,52 +426,3 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
-
-
-def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) -> Config:
-    """Create ``run_dir`` with ``config``, or check it matches the config already there.
-
-    A run directory made under another config is refused unless ``fresh``, in which case
-    the saved config is replaced (the caller decides which outputs to discard). The one
-    change accepted without ``fresh`` is more curriculum rounds: every round's seeds
-    and step targets depend on its own index only, so a finished run grows by rounds
-    without touching what earlier rounds wrote.
-    """
-    from world_models.seeds import write_seed_plan
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CONFIG_FILENAME
-    if path.exists() and not fresh:
-        saved = load_config(path)
-        diff = config_diff(saved, config)
-        grows = config.pipeline.rounds > saved.pipeline.rounds
-        if diff and not (diff == ["pipeline.rounds"] and grows):
-            raise ConfigError(
-                f"{run_dir} was made under another config (differs in: {', '.join(diff)}); "
-                "use the same settings, another --run, or --fresh to start over"
-            )
-        if not diff:
-            return saved
-    write_atomic_text(path, config.to_json())
-    write_seed_plan(run_dir, config)
-    return config
-
-
-def load_run_config(run_dir: str | os.PathLike, overrides: typing.Iterable[str] = ()) -> Config:
-    """The config saved in ``run_dir``; overrides that would change it are refused."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} does not exist; run collect_data.py "
-                          "or run_pipeline.py with --run first")
-    saved = load_config(run_dir / CONFIG_FILENAME)
-    overrides = list(overrides)
-    if overrides:
-        wanted = apply_overrides(saved, overrides)
-        diff = config_diff(saved, wanted)
-        if diff:
-            raise ConfigError(
-                f"{run_dir} was made under another config (overrides change: "
-                f"{', '.join(diff)}); use run_pipeline.py --fresh to start over"
-            )
-    return saved

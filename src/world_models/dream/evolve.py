@@ -27,7 +27,7 @@ from jaxtyping import Array, PRNGKeyArray
 from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
-from world_models.config import Config, load_run_config
+from world_models.config import Config
 from world_models.dream.rollout import Dream, load_dream_starts, make_dream
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
@@ -36,6 +36,7 @@ from world_models.models.controller import (
     make_controller,
     num_parameters,
 )
+from world_models.run_directory import load_run_config
 from world_models.seeds import selection_seeds
 from world_models.training.rnn import latest_rnn_step, load_rnn
 

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from world_models.config import load_run_config
 from world_models.data.episodes import list_episodes, load_episode, load_latents
 from world_models.data.samplers import split_by_episode
 from world_models.envs import get_spec
@@ -47,6 +46,7 @@ from world_models.evaluation.prediction_record import (
 from world_models.files import write_atomic_text
 from world_models.models.mdnrnn import action_to_input, mode_next_z, sample_next_z
 from world_models.models.vae import encode_frames
+from world_models.run_directory import load_run_config
 from world_models.training.rnn import load_rnn
 from world_models.training.vae import load_vae
 

@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw
 
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
 from world_models.agent import latent_key, sample_posterior
-from world_models.config import load_run_config
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
@@ -28,6 +27,7 @@ from world_models.envs import get_spec, step_limit
 from world_models.files import write_atomic_text
 from world_models.models.mdnrnn import MDNRNN, action_to_input, mode_next_z
 from world_models.models.vae import ConvVAE, encode_frames
+from world_models.run_directory import load_run_config
 from world_models.seeds import BAND
 from world_models.training.rnn import load_rnn
 from world_models.training.vae import load_vae

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from world_models.config import load_run_config
 from world_models.evaluation.calibration import (
     PLOT_NAME,
     calibration_section,
@@ -16,6 +15,7 @@ from world_models.evaluation.calibration import (
 from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
 from world_models.pipeline.markers import read_markers
+from world_models.run_directory import load_run_config
 from world_models.stats import paired_difference, summarize
 
 

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from world_models.config import Config, init_run
+from world_models.config import Config
 from world_models.files import write_atomic_text
 from world_models.pipeline.markers import marker_path, read_marker
 from world_models.pipeline.report import write_report
+from world_models.run_directory import init_run
 from world_models.seeds import collection_seeds
 
 BASELINES = ("brownian", "zero")

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer, CheckpointError
-from world_models.config import Config, load_run_config
+from world_models.config import Config
 from world_models.data.episodes import list_episodes
 from world_models.data.samplers import SequenceSampler, split_by_episode
 from world_models.envs import get_spec
@@ -29,6 +29,7 @@ from world_models.models.mdnrnn import (
     MDNRNN,
     rnn_from_config,
 )
+from world_models.run_directory import load_run_config
 from world_models.training.rnn_loss import (
     make_optimizer,
     make_train_step,

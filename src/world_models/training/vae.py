@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
-from world_models.config import VAEConfig, load_run_config
+from world_models.config import VAEConfig
 from world_models.data.episodes import (
     PROVENANCE_KEYS,
     STEP_KEYS,
@@ -44,6 +44,7 @@ from world_models.models.vae import (
     vae_loss,
     vae_terms,
 )
+from world_models.run_directory import load_run_config
 
 MAX_VAL_FRAMES = 1024
 GRID_IMAGES = 8
