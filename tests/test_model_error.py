@@ -10,13 +10,12 @@ from PIL import Image
 from world_models.config import make_config
 from world_models.data.episodes import save_episode, save_latents
 from world_models.evaluation.model_error import (
-    choose_windows,
     latent_batch_mse,
     latent_error,
     latent_error_statistics,
-    open_loop_latents,
     pixel_error,
 )
+from world_models.evaluation.open_loop import choose_windows, open_loop_latents
 from world_models.evaluation.prediction_record import (
     PICKLE_KEYS,
     copy_last_frame,
@@ -284,7 +283,7 @@ def test_pixel_protocol_end_to_end_on_tiny_models(tmp_path):
 
 def test_held_out_episodes_are_ms_validation_split(tmp_path):
     from world_models.data.samplers import split_by_episode
-    from world_models.evaluation.model_error import held_out_paths
+    from world_models.evaluation.open_loop import held_out_paths
 
     config = make_config("smoke", overrides=["rnn.val_fraction=0.3"])
     for kind in ("data", "latents"):

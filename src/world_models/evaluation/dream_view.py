@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from world_models.dream.rollout import Dream
-from world_models.evaluation.model_error import decode_latents
+from world_models.evaluation.open_loop import decode_latents
 from world_models.models.vae import ConvVAE
 
 GAP = 4  # white pixels between temperature blocks
