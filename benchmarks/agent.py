@@ -28,12 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from world_models.agent import Agent, latent_key, sample_posterior
+from world_models.agent import Agent, latent_key
 from world_models.config import make_config
 from world_models.envs import get_spec, make_env, preprocess_frame, raw_frame
 from world_models.models.controller import act, make_controller
 from world_models.models.mdnrnn import action_to_input, rnn_from_config
-from world_models.models.vae import ConvVAE, frames_to_float
+from world_models.models.vae import ConvVAE, frames_to_float, sample_posterior
 
 RESULTS = Path(__file__).parent / "results" / "agent.json"
 ENV_ID = "CarRacing-v3"

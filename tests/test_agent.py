@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 from tiny_run import make_tiny_run
 
-from world_models.agent import (
-    Agent,
-    latent_key,
-    load_controller,
-    make_agent,
-    sample_posterior,
-)
+from world_models.agent import Agent, latent_key, load_controller, make_agent
 from world_models.config import make_config
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
@@ -41,7 +35,7 @@ from world_models.models.controller import (
     make_controller,
 )
 from world_models.models.mdnrnn import action_to_input, rnn_from_config
-from world_models.models.vae import ConvVAE, encode_frames
+from world_models.models.vae import ConvVAE, encode_frames, sample_posterior
 from world_models.run_directory import init_run, load_run_config
 from world_models.seeds import selection_seeds
 from world_models.training.rnn import latest_rnn_step, load_rnn, train_rnn

@@ -39,7 +39,7 @@ from world_models.models.controller import (
     zero_controller,
 )
 from world_models.models.mdnrnn import MDNRNN, MDNOutput, action_to_input
-from world_models.models.vae import ConvVAE, frames_to_float
+from world_models.models.vae import ConvVAE, frames_to_float, sample_posterior
 from world_models.run_directory import load_run_config
 from world_models.training.rnn import latest_rnn_step, load_rnn
 from world_models.training.vae import checkpointer as vae_checkpointer
@@ -51,10 +51,6 @@ CONTROLLER_SOURCES = ("best", "mean", "zero")
 def latent_key(seed: int, step: int | Array) -> PRNGKeyArray:
     """The key of the posterior draw at ``step`` of the episode seeded ``seed``."""
     return jax.random.fold_in(jax.random.key(seed), step)
-
-
-def sample_posterior(mu: Array, logvar: Array, key: PRNGKeyArray) -> Array:
-    return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
 
 
 @eqx.filter_jit

@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image
 
 from world_models.dream.rollout import Dream
-from world_models.evaluation.open_loop import decode_latents
-from world_models.models.vae import ConvVAE
+from world_models.models.vae import ConvVAE, decode_latents
 
 GAP = 4  # white pixels between temperature blocks
 

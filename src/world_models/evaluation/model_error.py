@@ -37,7 +37,6 @@ from world_models.evaluation.compare import (
 from world_models.evaluation.open_loop import (
     batched_open_loop,
     choose_windows,
-    decode_latents,
     held_out_paths,
     window_arrays,
 )
@@ -50,7 +49,7 @@ from world_models.evaluation.prediction_record import (
 )
 from world_models.files import write_atomic_text
 from world_models.models.mdnrnn import action_to_input
-from world_models.models.vae import encode_frames
+from world_models.models.vae import decode_latents, encode_frames
 from world_models.run_directory import load_run_config
 from world_models.training.rnn import load_rnn
 from world_models.training.vae import load_vae

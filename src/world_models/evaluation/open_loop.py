@@ -82,14 +82,6 @@ def batched_open_loop(rnn, warm_zs, warm_actions, z_start, actions, keys, temper
     )(warm_zs, warm_actions, z_start, actions, keys)
 
 
-@eqx.filter_jit
-def decode_latents(vae, zs: jax.Array) -> jax.Array:
-    """V's decoder over any leading axes: (..., Z) -> (..., 64, 64, 3) in [0, 1]."""
-    flat = zs.reshape(-1, zs.shape[-1])
-    frames = jax.vmap(vae.decode)(flat)
-    return frames.reshape(*zs.shape[:-1], *frames.shape[1:])
-
-
 def held_out_paths(run_dir: str | os.PathLike, config, kind: str) -> list[Path]:
     """The held-out episodes of ``run_dir``/``kind`` ("data" or "latents"): M's
     validation split of the latent files (rnn.val_fraction, rnn.seed, as train_rnn uses

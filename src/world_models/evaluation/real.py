@@ -19,14 +19,19 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
-from world_models.agent import latent_key, sample_posterior
+from world_models.agent import latent_key
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
 from world_models.envs import get_spec, step_limit
 from world_models.files import write_atomic_text
 from world_models.models.mdnrnn import MDNRNN, action_to_input, mode_next_z
-from world_models.models.vae import ConvVAE, encode_frames
+from world_models.models.vae import (
+    ConvVAE,
+    decode_latents,
+    encode_frames,
+    sample_posterior,
+)
 from world_models.run_directory import load_run_config
 from world_models.seeds import BAND
 from world_models.training.rnn import load_rnn
@@ -126,11 +131,6 @@ def format_score(report: dict[str, Any]) -> str:
 
 
 @eqx.filter_jit
-def _decode(vae: ConvVAE, zs: jax.Array) -> jax.Array:
-    return jax.vmap(vae.decode)(zs)
-
-
-@eqx.filter_jit
 def _one_step_predictions(rnn: MDNRNN, zs: jax.Array, actions: jax.Array):
     _, outputs = rnn(zs, actions)
     return jax.vmap(mode_next_z)(outputs), outputs.reward
@@ -152,8 +152,8 @@ def world_model_panels(
     next_z, predicted_rewards = _one_step_predictions(
         rnn, zs, action_to_input(episode["actions"], spec)
     )
-    reconstruction = np.asarray(_decode(vae, jnp.asarray(mu)))
-    predicted = np.asarray(_decode(vae, next_z[:-1]))
+    reconstruction = np.asarray(decode_latents(vae, jnp.asarray(mu)))
+    predicted = np.asarray(decode_latents(vae, next_z[:-1]))
     predicted = np.concatenate([np.zeros_like(predicted[:1]), predicted])  # none at t=0
     return dict(
         reconstruction=reconstruction,

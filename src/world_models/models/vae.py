@@ -97,9 +97,13 @@ class ConvVAE(eqx.Module):
     ) -> tuple[Float[Array, "b 64 64 3"], Float[Array, "b z"], Float[Array, "b z"]]:
         """(recon, mu, logvar) of a batch; image i samples z with keys[i]."""
         mu, logvar = self.encode_batch(x)
-        noise = jax.vmap(lambda k: jax.random.normal(k, mu.shape[1:], mu.dtype))(keys)
-        z = mu + jnp.exp(0.5 * logvar) * noise
+        z = jax.vmap(sample_posterior)(mu, logvar, keys)
         return self.decode_batch(z), mu, logvar
+
+
+def sample_posterior(mu: Array, logvar: Array, key: PRNGKeyArray) -> Array:
+    """z ~ N(mu, exp(logvar)), V's posterior (the one reparameterised draw)."""
+    return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
 
 
 def count_parameters(model: eqx.Module) -> int:
@@ -188,3 +192,10 @@ def encode_frames(
         return empty, empty.copy()
     return np.concatenate(mus), np.concatenate(logvars)
 
+
+@eqx.filter_jit
+def decode_latents(vae: ConvVAE, zs: Array) -> Array:
+    """V's decoder over any leading axes: (..., Z) -> (..., 64, 64, 3) in [0, 1]."""
+    flat = zs.reshape(-1, zs.shape[-1])
+    frames = jax.vmap(vae.decode)(flat)
+    return frames.reshape(*zs.shape[:-1], *frames.shape[1:])

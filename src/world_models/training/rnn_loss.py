@@ -26,6 +26,7 @@ from world_models.models.mdnrnn import (
     mdn_log_prob,
     termination_bce,
 )
+from world_models.models.vae import sample_posterior
 
 Batch = dict[str, Any]
 
@@ -58,7 +59,7 @@ def predict_batch(
     """
     z_key, mask_key = jax.random.split(key)
     mu, logvar = batch["mu"], batch["logvar"]
-    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(z_key, mu.shape, mu.dtype)
+    z = sample_posterior(mu, logvar, z_key)
     actions = action_to_input(batch["actions"], spec)
     masks = jax.vmap(dropout_mask, in_axes=(0, None, None))(
         jax.random.split(mask_key, mu.shape[0]), model.hidden_size, dropout
