@@ -211,8 +211,14 @@ def test_frame_batches_cover_every_frame_once(tmp_path, max_frames):
     np.testing.assert_array_equal(ids, again)  # deterministic per (seed, epoch)
     other = np.concatenate([_frame_ids(b) for b in loader.epoch(1)])
     assert list(other) != list(ids)
-    stream = iter(loader)
+    stream = loader.stream()
     assert all(next(stream).shape[0] <= 4 for _ in range(20))  # runs past one epoch
+    resumed = loader.stream(start_step=7)  # where a stream killed after 7 batches was
+    fresh = loader.stream()
+    for _ in range(7):
+        next(fresh)
+    for _ in range(10):
+        np.testing.assert_array_equal(next(resumed), next(fresh))
 
 
 def test_split_by_episode(tmp_path):

@@ -122,14 +122,19 @@ class FrameBatches:
         if len(leftover) and not self.drop_last:
             yield leftover
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        index = 0
+    def stream(self, start_step: int = 0) -> Iterator[np.ndarray]:
+        """Batches epoch after epoch, as if ``start_step`` had already been drawn (a
+        resumed training continues the uninterrupted one's stream)."""
+        skipped, index = 0, 0
         while True:
-            yielded = False
+            drawn = False
             for batch in self.epoch(index):
-                yielded = True
+                drawn = True
+                if skipped < start_step:
+                    skipped += 1
+                    continue
                 yield batch
-            if not yielded:
+            if not drawn:
                 raise ValueError(
                     f"fewer than batch_size={self.batch_size} frames in "
                     f"{len(self.paths)} episodes"

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,22 +149,6 @@ def save_reconstruction_grid(model: ConvVAE, frames: np.ndarray, path: Path) -> 
     Image.fromarray(grid).save(path)
 
 
-def _batches_from(batches: FrameBatches, start_step: int) -> Iterator[np.ndarray]:
-    """The batch stream as if ``start_step`` batches had already been drawn."""
-    skipped, epoch = 0, 0
-    while True:
-        drawn = False
-        for batch in batches.epoch(epoch):
-            drawn = True
-            if skipped < start_step:
-                skipped += 1
-                continue
-            yield batch
-        if not drawn:
-            raise ValueError("the training episodes hold fewer frames than one batch")
-        epoch += 1
-
-
 def _validation_frames(paths: list[Path], config: VAEConfig) -> np.ndarray:
     batches = FrameBatches(
         paths, config.batch_size, seed=config.seed + 1, drop_last=False
@@ -215,9 +198,9 @@ def train_vae(
     logger = MetricsLogger(vae_dir)
     logger.truncate_after(start)
     train_step = make_train_step(config)
-    batches = _batches_from(
-        FrameBatches(train_paths, config.batch_size, seed=config.seed), start
-    )
+    batches = FrameBatches(
+        train_paths, config.batch_size, seed=config.seed
+    ).stream(start)
     sums, count, last_val = np.zeros(2), 0, {}
     bar = tqdm(
         range(start, end),
@@ -296,8 +279,8 @@ def encode_run(
     config = load_run_config(run_dir).vae
     ckpt = checkpointer(run_dir, config)
     vae_step = ckpt.latest_step()
-    vae = ckpt.restore(initial_state(config))["model"]
     ckpt.close()
+    vae = load_vae(run_dir)
     data_dir, latent_dir = run_dir / "data", run_dir / "latents"
     episodes = list_episodes(data_dir)
     manifest_path = latent_dir / "manifest.json"
