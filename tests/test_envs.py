@@ -3,6 +3,7 @@ import pytest
 
 from world_models.envs import (
     ENVS,
+    EnvSpec,
     UnknownEnvError,
     get_spec,
     make_env,
@@ -42,3 +43,16 @@ def test_carracing_crop_drops_dashboard():
 def test_preprocess_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB"):
         preprocess_frame(np.zeros((96, 96), np.uint8), get_spec("CarRacing-v3"))
+
+
+def test_env_spec_refuses_inconsistent_action_settings():
+    with pytest.raises(ValueError, match="action_squash 'sigmoid'"):
+        EnvSpec("X-v0", "continuous", 2, 100, None, action_squash="sigmoid")
+    with pytest.raises(ValueError, match="steer, gas, brake"):
+        EnvSpec("X-v0", "continuous", 2, 100, None, action_squash="car")
+    with pytest.raises(ValueError, match="brownian_drift"):
+        EnvSpec("X-v0", "continuous", 2, 100, None, brownian_drift=(0.0, 1.0, 0.0))
+    with pytest.raises(ValueError, match="action_kind"):
+        EnvSpec("X-v0", "box", 2, 100, None)
+    car = get_spec("CarRacing-v3")
+    assert car.action_squash == "car" and len(car.brownian_drift) == car.action_size

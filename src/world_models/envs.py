@@ -26,6 +26,24 @@ class EnvSpec:
     frames_from_render: bool = False  # observation is not an image: use env.render()
     make_kwargs: tuple[tuple[str, object], ...] = ()
     heuristic_policies: tuple[str, ...] = ()  # pixel drivers written for this env
+    # Continuous actions: "tanh" squashes every output to [-1, 1]; "car" is CarRacing's
+    # (steer, gas, brake): steer in [-1, 1], gas and brake in [0, 1].
+    action_squash: str = "tanh"
+    brownian_drift: tuple[float, ...] | None = None  # per unit time; None: no drift
+
+    def __post_init__(self):
+        problems = []
+        if self.action_kind not in ("continuous", "discrete"):
+            problems.append(f"action_kind {self.action_kind!r}")
+        if self.action_squash not in ("tanh", "car"):
+            problems.append(f"action_squash {self.action_squash!r}")
+        if self.action_squash == "car" and self.action_size != 3:
+            problems.append("action_squash 'car' needs (steer, gas, brake)")
+        drift = self.brownian_drift
+        if drift is not None and len(drift) != self.action_size:
+            problems.append(f"brownian_drift {drift} for {self.action_size} actions")
+        if problems:
+            raise ValueError(f"EnvSpec {self.env_id}: {'; '.join(problems)}")
 
     @property
     def discrete(self) -> bool:
@@ -42,7 +60,8 @@ ENVS: dict[str, EnvSpec] = {
     for spec in (
         EnvSpec("CarRacing-v3", "continuous", 3, 1000, 900.0, crop_rows=(0, 84),
                 heuristic_policies=("recovery", "aggressive", "reckless", "understeer",
-                                    "overspeed")),
+                                    "overspeed"),
+                action_squash="car", brownian_drift=(0.0, 1.0, -1.0)),
         EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True),
         EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None),

@@ -120,9 +120,6 @@ class StickyRandomPolicy:
         return self.action
 
 
-CARRACING_DRIFT = (0.0, 1.0, -1.0)  # (steer, gas, brake) per unit time
-
-
 def make_brownian(
     env_id: str,
     dt: float = 0.1,
@@ -134,7 +131,7 @@ def make_brownian(
         return StickyRandomPolicy(spec.action_size, repeat_prob)
     low, high = env_action_bounds(env_id)
     if drift is None:
-        drift = CARRACING_DRIFT if env_id == "CarRacing-v3" else (0.0,) * len(low)
+        drift = spec.brownian_drift or (0.0,) * len(low)
     return BrownianPolicy(low, high, dt, np.asarray(drift, np.float32))
 
 

@@ -93,16 +93,12 @@ def zero_controller(template: Controller) -> Controller:
     return controller_from_flat(template, jnp.zeros_like(controller_to_flat(template)))
 
 
-def _is_car_racing(spec: EnvSpec) -> bool:
-    return spec.env_id.startswith("CarRacing")
-
-
 def action_head(raw: Float[Array, " A"], spec: EnvSpec) -> Array:
     """Raw controller outputs -> the env's action (floats, or int32 if discrete)."""
     if spec.discrete:
         return jnp.argmax(raw).astype(jnp.int32)
     squashed = jnp.tanh(raw)
-    if _is_car_racing(spec):
+    if spec.action_squash == "car":
         steer, gas, brake = squashed[0], squashed[1], squashed[2]
         return jnp.stack([steer, (gas + 1.0) / 2.0, jnp.clip(brake, 0.0, 1.0)])
     return squashed
@@ -119,7 +115,7 @@ def raw_targets(actions: np.ndarray, env_id: str) -> np.ndarray:
     if spec.discrete:
         raise ValueError(f"{env_id}: a least-squares fit needs continuous actions")
     actions = np.asarray(actions, np.float64)
-    if not _is_car_racing(spec):
+    if spec.action_squash != "car":
         return np.arctanh(np.clip(actions, -SATURATION, SATURATION))
     steer = np.arctanh(np.clip(actions[:, 0], -SATURATION, SATURATION))
     gas = np.arctanh(np.clip(2 * actions[:, 1] - 1, -SATURATION, SATURATION))
@@ -137,7 +133,7 @@ def head_bounds(spec: EnvSpec) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{spec.env_id} has discrete actions; no bounds")
     low = -np.ones(spec.action_size, np.float32)
     high = np.ones(spec.action_size, np.float32)
-    if _is_car_racing(spec):
+    if spec.action_squash == "car":
         low[1:] = 0.0  # gas and brake
     return low, high
 
