@@ -18,7 +18,8 @@ from world_models.envs import get_spec
 from world_models.logs import read_metrics
 from world_models.models.mdnrnn import rnn_from_config
 from world_models.run_directory import init_run
-from world_models.training.rnn import TrainingDivergedError, load_rnn, train_rnn
+from world_models.training.fit import TrainingDivergedError
+from world_models.training.rnn import load_rnn, train_rnn
 from world_models.training.rnn_loss import (
     make_optimizer,
     make_train_step,

@@ -28,7 +28,8 @@ from world_models.models.vae import (
     vae_loss,
 )
 from world_models.run_directory import init_run
-from world_models.training.vae import TrainingDiverged, encode_run, load_vae, train_vae
+from world_models.training.fit import TrainingDivergedError
+from world_models.training.vae import encode_run, load_vae, train_vae
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -284,7 +285,7 @@ def test_mismatched_and_corrupt_checkpoints_raise(tmp_path):
 
 def test_divergence_stops_with_the_step(tmp_path):
     run = _make_run(tmp_path / "run", steps=6, learning_rate=1e30)
-    with pytest.raises(TrainingDiverged, match=r"at step \d"):
+    with pytest.raises(TrainingDivergedError, match=r"at step \d"):
         train_vae(run, progress=False)
 
 

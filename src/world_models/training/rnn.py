@@ -8,7 +8,6 @@ run killed and resumed matches an uninterrupted run step for step.
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer, CheckpointError
 from world_models.config import Config
@@ -30,6 +28,7 @@ from world_models.models.mdnrnn import (
     rnn_from_config,
 )
 from world_models.run_directory import load_run_config
+from world_models.training.fit import Schedule, as_floats, fit
 from world_models.training.rnn_loss import (
     make_optimizer,
     make_train_step,
@@ -40,10 +39,6 @@ from world_models.training.rnn_validation import validation_metrics
 _VAL_KEY_SALT = (
     0x5EED  # validation draws of z use one fixed key, comparable across evals
 )
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss or the gradient became NaN/inf."""
 
 
 def _train_state(config: Config, key: jax.Array) -> dict[str, Any]:
@@ -98,16 +93,6 @@ def _split_latents(run_dir: Path, config: Config) -> tuple[list[Path], list[Path
             f"no latent files under {folder}; run process_data.py --run {run_dir} first"
         )
     return split_by_episode(paths, config.rnn.val_fraction, config.rnn.seed)
-
-
-def _check_finite(step: int, metrics: dict[str, float], last_checkpoint: int | None):
-    bad = [name for name in ("loss", "grad_norm") if not math.isfinite(metrics[name])]
-    if bad:
-        raise TrainingDivergedError(
-            f"RNN training diverged at step {step}: {', '.join(bad)} is not finite "
-            f"({ {k: metrics[k] for k in bad} }); last good checkpoint: step "
-            f"{last_checkpoint}. Lower rnn.learning_rate or check the latents."
-        )
 
 
 def train_rnn(
@@ -175,44 +160,40 @@ def train_rnn(
         jnp.float32(terminal_reward(terminal_rewards, rnn.optimism_weight)),
     )
     val_key = jax.random.fold_in(base_key, _VAL_KEY_SALT)
-    last_checkpoint, val_metrics = (start or None), {}
-    target = rnn.steps if total_steps is None else total_steps
-    end = target if stop_after is None else min(stop_after, target)
-    for step in tqdm(
-        range(start + 1, end + 1),
-        desc="rnn",
-        initial=start,
-        total=target,
-        disable=not progress,
-    ):
+
+    def train_step(state: dict[str, Any], step: int) -> tuple[dict, dict[str, float]]:
         frozen = lstm_frozen_after is not None and step > lstm_frozen_after
         model, opt_state, metrics = train_steps[frozen](
-            model, opt_state, train_sampler.sample(step), jax.random.fold_in(base_key, step)
+            state["model"], state["opt_state"], train_sampler.sample(step),
+            jax.random.fold_in(base_key, step),
         )
-        metrics = {k: float(v) for k, v in metrics.items()}
-        _check_finite(step, metrics, last_checkpoint)
-        row = {f"train_{k}": v for k, v in metrics.items()}
-        if val_sampler is not None and (
-            step % rnn.eval_every == 0 or step == target
-        ):
-            val_metrics = validation_metrics(
-                model, val_sampler, spec, val_key, rnn, reward_mean
-            )
-            row.update(val_metrics)
-        logger.log(step, **row)
-        if step % rnn.checkpoint_every == 0 or step == target:
-            checkpointer.save(
-                step, dict(model=model, opt_state=opt_state, key=base_key)
-            )
-            last_checkpoint = step
-    if (
-        not val_metrics and val_sampler is not None
-    ):  # e.g. re-run of a finished training
-        val_metrics = validation_metrics(
-            model, val_sampler, spec, val_key, rnn, reward_mean
+        return dict(state, model=model, opt_state=opt_state), as_floats(metrics)
+
+    def validate(state: dict[str, Any]) -> dict[str, float]:
+        return validation_metrics(
+            state["model"], val_sampler, spec, val_key, rnn, reward_mean
         )
-    logger.close()
-    checkpointer.close()
+
+    target = rnn.steps if total_steps is None else total_steps
+    try:
+        state, val_metrics = fit(
+            dict(model=model, opt_state=opt_state, key=base_key),
+            start,
+            Schedule(target, rnn.eval_every, rnn.checkpoint_every, stop_after),
+            train_step=train_step,
+            validate=validate if val_sampler is not None else None,
+            save=checkpointer.save,
+            logger=logger,
+            finite=("loss", "grad_norm"),
+            log_every_step=True,
+            name="rnn",
+            progress=progress,
+        )
+        if not val_metrics and val_sampler is not None:  # a finished training re-run
+            val_metrics = validate(state)
+    finally:
+        logger.close()
+        checkpointer.close()
     _plot(out_dir)
     return val_metrics
 

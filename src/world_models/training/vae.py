@@ -44,13 +44,10 @@ from world_models.models.vae import (
     vae_terms,
 )
 from world_models.run_directory import load_run_config
+from world_models.training.fit import Schedule, fit
 
 MAX_VAL_FRAMES = 1024
 GRID_IMAGES = 8
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or inf."""
 
 
 def initial_state(config: VAEConfig) -> dict[str, Any]:
@@ -197,71 +194,49 @@ def train_vae(
         state = ckpt.restore(state)
     logger = MetricsLogger(vae_dir)
     logger.truncate_after(start)
-    train_step = make_train_step(config)
+    update = make_train_step(config)
     batches = FrameBatches(
         train_paths, config.batch_size, seed=config.seed
     ).stream(start)
-    sums, count, last_val = np.zeros(2), 0, {}
-    bar = tqdm(
-        range(start, end),
-        initial=start,
-        total=end,
-        desc="VAE",
-        disable=not progress,
-    )
+
+    def train_step(state: dict[str, Any], step: int) -> tuple[dict, dict[str, float]]:
+        state, (_, recon, kl) = update(state, next(batches))
+        return state, {"recon": float(recon), "kl": float(kl)}
+
+    def validate(state: dict[str, Any]) -> dict[str, float]:
+        losses = validation_losses(
+            state["model"], val_frames, config.batch_size, config.seed
+        )
+        return {f"val_{name}": value for name, value in losses.items()}
+
+    def plot(state: dict[str, Any], _: dict[str, float]) -> None:
+        save_reconstruction_grid(
+            state["model"], val_frames[:GRID_IMAGES], vae_dir / "reconstructions.png"
+        )
+        plot_curves(logger.path, ["train_recon", "val_recon"],
+                    vae_dir / "loss_curves.png", title="VAE reconstruction")
+        plot_curves(logger.path, ["train_kl", "val_kl"], vae_dir / "kl_curves.png",
+                    title="VAE KL")
+
     try:
-        for step in bar:
-            state, (loss, recon, kl) = train_step(state, next(batches))
-            loss = float(loss)
-            if not np.isfinite(loss):
-                raise TrainingDiverged(
-                    f"VAE loss became {loss} at step {step + 1} (run {run_dir}); lower "
-                    "vae.learning_rate or restart from the last checkpoint"
-                )
-            sums += (float(recon), float(kl))
-            count += 1
-            done = step + 1
-            if done % config.eval_every == 0 or done == end:
-                last_val = validation_losses(
-                    state["model"], val_frames, config.batch_size, config.seed
-                )
-                logger.log(
-                    done,
-                    train_recon=sums[0] / count,
-                    train_kl=sums[1] / count,
-                    val_recon=last_val["recon"],
-                    val_kl=last_val["kl"],
-                )
-                bar.set_postfix(
-                    val_recon=f"{last_val['recon']:.1f}", val_kl=f"{last_val['kl']:.1f}"
-                )
-                sums, count = np.zeros(2), 0
-                save_reconstruction_grid(
-                    state["model"],
-                    val_frames[:GRID_IMAGES],
-                    vae_dir / "reconstructions.png",
-                )
-                plot_curves(
-                    logger.path,
-                    ["train_recon", "val_recon"],
-                    vae_dir / "loss_curves.png",
-                    title="VAE reconstruction",
-                )
-                plot_curves(
-                    logger.path,
-                    ["train_kl", "val_kl"],
-                    vae_dir / "kl_curves.png",
-                    title="VAE KL",
-                )
-            if done % config.checkpoint_every == 0 or done == end:
-                ckpt.save(done, state)
-            if stop_after is not None and done >= stop_after:
-                break
+        _, last_val = fit(
+            state,
+            start,
+            Schedule(end, config.eval_every, config.checkpoint_every, stop_after),
+            train_step=train_step,
+            validate=validate,
+            save=ckpt.save,
+            logger=logger,
+            finite=("recon", "kl"),
+            log_every_step=False,
+            name="VAE",
+            progress=progress,
+            after_validation=plot,
+        )
     finally:
-        bar.close()
         logger.close()
         ckpt.close()
-    return last_val
+    return {name.removeprefix("val_"): value for name, value in last_val.items()}
 
 
 def encode_run(
