@@ -2,7 +2,7 @@
 
     uv run python scripts/ablation_table.py LABEL=RUN[:EVAL] ... [--json OUT.json]
 
-EVAL defaults to ``agent`` (test_agent.py's eval/agent.json).
+EVAL defaults to ``agent`` (evaluate_agent.py's eval/agent.json).
 """
 
 from __future__ import annotations

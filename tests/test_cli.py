@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("script", ["train_vae.py", "process_data.py", "train_rnn.py",
-                                    "train_dream.py", "test_agent.py"])
+                                    "train_dream.py", "evaluate_agent.py"])
 def test_missing_run_directory_is_one_clear_line(tmp_path, script):
     missing = tmp_path / "no_such_run"
     result = subprocess.run([sys.executable, str(ROOT / script), "--run", str(missing)],

@@ -21,7 +21,7 @@ def _results(run_dir: Path, eval_name: str) -> list[dict[str, Any]]:
     if results is None:
         raise FileNotFoundError(
             f"no evaluation {run_dir / 'eval' / eval_name}.json; "
-            f"run test_agent.py --run {run_dir}"
+            f"run evaluate_agent.py --run {run_dir}"
         )
     return results
 

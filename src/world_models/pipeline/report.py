@@ -30,7 +30,7 @@ def _latest(rows: list[dict[str, Any]], prefix: str) -> dict[str, tuple[int, flo
 
 
 def eval_results(run_dir: Path, name: str) -> list[dict[str, Any]] | None:
-    """Per-seed results of eval/NAME.json (test_agent.py), None if not there."""
+    """Per-seed results of eval/NAME.json (evaluate_agent.py), None if not there."""
     path = run_dir / "eval" / f"{name}.json"
     return json.loads(path.read_text())["results"] if path.exists() else None
 

@@ -1,4 +1,4 @@
-"""Score a policy in the real env over seeded episodes: ``test_agent.py --run DIR``.
+"""Score a policy in the real env over seeded episodes: ``evaluate_agent.py --run DIR``.
 
 Plays the V+M+C agent (default), the zero controller, or any collection policy on seeds
 S..S+N-1 and writes DIR/eval/NAME.json; ``--video`` also records chosen episodes.
