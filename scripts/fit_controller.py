@@ -6,7 +6,7 @@
 
 Uses RUN's V latents and latest M. Writes RUN/imitation/ (a search folder whose kept
 controller is the fit) and prints each output's R². ``--check N`` plays it on N real
-episodes of the last selection block of round 0, a block real checks do not reach.
+episodes of round 0's last selection block, which no check of the search plays.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from world_models.data.episodes import list_episodes
 from world_models.dream.evolve import save_start
 from world_models.models.controller import controller_to_flat
 from world_models.run_directory import load_run_config
-from world_models.seeds import MAX_CHECKS_PER_ROUND, selection_seeds
+from world_models.seeds import fit_check_seeds
 from world_models.training.imitation import fit_linear_controller
 from world_models.training.rnn import load_rnn
 
@@ -48,7 +48,7 @@ def main() -> None:
     print(f"fitted to {len(paths)} episodes; R² per output: {np.round(r2, 3).tolist()}")
     print(f"wrote {folder}")
     if args.check:
-        seeds = selection_seeds(config, 0, MAX_CHECKS_PER_ROUND - 1)[: args.check]
+        seeds = fit_check_seeds(args.check)
         results = play_episodes(
             config.env_id, "agent", list(seeds), config.eval.workers, config.eval.max_steps,
             dict(run_dir=str(args.run), params=tuple(float(x) for x in flat)),

@@ -17,9 +17,9 @@ from world_models.dream.evolve import (
     evolve,
     load_search,
     make_strategy,
-    real_check,
     restart_from_kept,
 )
+from world_models.dream.selection import real_check
 from world_models.envs import get_spec
 from world_models.evaluation.real import (
     evaluate_run,

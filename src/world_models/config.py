@@ -150,6 +150,11 @@ class DreamConfig:
     branch_every: int = 0
     real_eval_every: int = 25
     real_eval_episodes: int = 4
+    # At the end of a search the best `finalists` real checks are played again, all on
+    # one fresh block of `final_check_episodes`, and the best there is kept: the best of
+    # many small checks overstates its controller (docs/transfer.md). 0 keeps the best check.
+    finalists: int = 0
+    final_check_episodes: int = 16
     chunk_size: int = 0  # candidates x rollouts per vmapped chunk; 0 = no chunking
     seed: int = 0
 
@@ -168,6 +173,8 @@ class DreamConfig:
         _require(self.branch_every >= 0, "dream.branch_every must be >= 0")
         _require(self.real_eval_every > 0, "dream.real_eval_every must be > 0")
         _require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")
+        _require(self.finalists >= 0, "dream.finalists must be >= 0")
+        _require(self.final_check_episodes > 0, "dream.final_check_episodes must be > 0")
         _require(self.chunk_size >= 0, "dream.chunk_size must be >= 0")
 
 

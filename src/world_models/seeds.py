@@ -9,7 +9,8 @@ Three bands of ``BAND`` seeds, disjoint by construction:
 A policy's collection slot comes from its name (``COLLECTION_SLOTS``), not from its
 position in a list, so collecting one policy alone plays the same tracks as collecting
 it among others. Each real check of the dream search plays a fresh block of selection
-seeds. ``check_seed_plan`` refuses a config whose blocks would spill out of their band
+seeds; a round's last two blocks are reserved for the finalists' re-check at the end
+of the search and (the last) for ``scripts/fit_controller.py``'s check. ``check_seed_plan`` refuses a config whose blocks would spill out of their band
 or into each other; ``seed_plan`` lists every range and is saved as ``RUN/seeds.json``.
 """
 
@@ -32,7 +33,10 @@ COLLECTION_SLOTS = (
     "overspeed",
 )
 MAX_ROUNDS = BAND // ROUND_STRIDE
-MAX_CHECKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
+BLOCKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
+FIT_CHECK_BLOCK = BLOCKS_PER_ROUND - 1
+FINAL_CHECK_BLOCK = BLOCKS_PER_ROUND - 2
+MAX_CHECKS_PER_ROUND = FINAL_CHECK_BLOCK  # the search's own checks: blocks 0 .. this - 1
 SEED_PLAN_FILENAME = "seeds.json"
 
 
@@ -79,8 +83,22 @@ def selection_seeds(config: Any, round_index: int, check_index: int) -> range:
             f"real check {check_index} of a round is past the seed plan's "
             f"{MAX_CHECKS_PER_ROUND} blocks: raise dream.real_eval_every"
         )
-    first = SELECTION_BASE + round_index * ROUND_STRIDE + check_index * CHECK_STRIDE
-    return range(first, first + config.dream.real_eval_episodes)
+    return _selection_block(round_index, check_index, config.dream.real_eval_episodes)
+
+
+def final_check_seeds(config: Any, round_index: int) -> range:
+    """The block on which every finalist of a round's search is re-checked."""
+    return _selection_block(round_index, FINAL_CHECK_BLOCK, config.dream.final_check_episodes)
+
+
+def fit_check_seeds(episodes: int) -> range:
+    """Round 0's block for checking a controller fitted outside the search."""
+    return _selection_block(0, FIT_CHECK_BLOCK, episodes)
+
+
+def _selection_block(round_index: int, block: int, episodes: int) -> range:
+    first = SELECTION_BASE + round_index * ROUND_STRIDE + block * CHECK_STRIDE
+    return range(first, first + episodes)
 
 
 def checks_per_round(config: Any) -> int:
@@ -105,6 +123,8 @@ def check_seed_plan(config: Any) -> None:
         problems.append(f"pipeline.rounds must be <= {MAX_ROUNDS}")
     if config.dream.real_eval_episodes > CHECK_STRIDE:
         problems.append(f"dream.real_eval_episodes must be <= {CHECK_STRIDE}")
+    if config.dream.final_check_episodes > CHECK_STRIDE:
+        problems.append(f"dream.final_check_episodes must be <= {CHECK_STRIDE}")
     if checks_per_round(config) > MAX_CHECKS_PER_ROUND:
         problems.append(
             f"too many real checks per round ({checks_per_round(config)} > "
@@ -134,8 +154,13 @@ def seed_plan(config: Any) -> dict[str, Any]:
         ]
         for k in range(config.pipeline.rounds)
     }
-    return dict(test=span(test_seeds(config)), selection=selection,
-                collection=collection)
+    plan = dict(test=span(test_seeds(config)), selection=selection, collection=collection)
+    if config.dream.finalists:
+        plan["final_check"] = {
+            f"round{k}": span(final_check_seeds(config, k))
+            for k in range(config.pipeline.rounds)
+        }
+    return plan
 
 
 def write_seed_plan(run_dir: str | os.PathLike, config: Any) -> Path:

@@ -21,7 +21,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from evosax.algorithms import CMA_ES
 from jaxtyping import Array, PRNGKeyArray
 from tqdm import tqdm
@@ -29,6 +28,12 @@ from tqdm import tqdm
 from world_models.checkpoint import Checkpointer
 from world_models.config import Config
 from world_models.dream.rollout import Dream, load_dream_starts, make_dream
+from world_models.dream.selection import (
+    check_in_reality,
+    empty_finalists,
+    final_check,
+    rescore_kept,
+)
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
 from world_models.models.controller import (
@@ -37,7 +42,6 @@ from world_models.models.controller import (
     num_parameters,
 )
 from world_models.run_directory import load_run_config
-from world_models.seeds import selection_seeds
 from world_models.training.rnn import latest_rnn_step, load_rnn
 
 DREAM_ESTIMATE_ROLLOUTS = 64  # dreams behind the dream's estimate at a real check
@@ -59,7 +63,7 @@ def _arrays(tree: Any) -> Any:
 
 
 def initial_search(
-    es: CMA_ES, es_params: Any, mean: Array, seed: int
+    es: CMA_ES, es_params: Any, mean: Array, seed: int, finalists: int = 0
 ) -> dict[str, Any]:
     es_state = es.init(jax.random.key(seed), mean, es_params)
     return _arrays(
@@ -71,6 +75,7 @@ def initial_search(
             best_generation=-1,
             rnn_step=-1,  # the M under which best_real_score was measured
             round_start=0,  # generation at which this round's search began
+            **empty_finalists(finalists, mean.shape[0]),
         )
     )
 
@@ -153,7 +158,8 @@ def load_dream(
 def search_checkpoint_config(config: Config) -> dict[str, Any]:
     """What a resumed search shares with the saved one (not its length or checks)."""
     dream = config.to_dict()["dream"]
-    for key in ("generations", "real_eval_every", "real_eval_episodes"):
+    for key in ("generations", "real_eval_every", "real_eval_episodes",
+                "final_check_episodes"):
         dream.pop(key)
     return dict(
         dream,
@@ -165,7 +171,9 @@ def search_checkpoint_config(config: Config) -> dict[str, Any]:
 
 def _checkpointer(folder: Path, config: Config) -> Checkpointer:
     return Checkpointer(
-        folder / "ckpt", search_checkpoint_config(config), defaults=search_checkpoint_config(Config())
+        folder / "ckpt",
+        search_checkpoint_config(config),
+        defaults=search_checkpoint_config(Config()),
     )
 
 
@@ -173,16 +181,21 @@ def _search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
     template = make_controller(config, key=jax.random.key(config.dream.seed))
     es, es_params = make_strategy(config, num_parameters(template))
     mean = jnp.zeros_like(controller_to_flat(template))
-    return es, es_params, initial_search(es, es_params, mean, config.dream.seed)
+    search = initial_search(
+        es, es_params, mean, config.dream.seed, config.dream.finalists
+    )
+    return es, es_params, search
 
 
 def _search_from_kept(
-    es: CMA_ES, es_params: Any, kept: Array, seed: int
+    es: CMA_ES, es_params: Any, kept: Array, config: Config
 ) -> dict[str, Any]:
     """A new search centred on ``kept``, recorded as kept at generation 0 but not yet
     scored by reality (so ``evolve`` re-scores it first)."""
     return dict(
-        initial_search(es, es_params, kept, seed),
+        initial_search(
+            es, es_params, kept, config.dream.seed, config.dream.finalists
+        ),
         best_params=kept,
         best_generation=jnp.asarray(0),
     )
@@ -194,9 +207,7 @@ def save_start(
     """A search folder whose kept controller is ``params``: ``evolve(start_from=...)``
     starts there (re-scored by reality first), e.g. from a fitted controller."""
     es, es_params, _ = _search_template(config)
-    search = _search_from_kept(
-        es, es_params, jnp.asarray(params, jnp.float32), config.dream.seed
-    )
+    search = _search_from_kept(es, es_params, jnp.asarray(params, jnp.float32), config)
     checkpointer = _checkpointer(Path(folder), config)
     try:
         checkpointer.save(0, search)
@@ -220,29 +231,6 @@ def load_search(
         return checkpointer.restore(template)
     finally:
         checkpointer.close()
-
-
-def real_check(
-    run_dir: str | os.PathLike,
-    config: Config,
-    params: np.ndarray,
-    workers: int,
-    seeds: range,
-) -> list[dict]:
-    """Real-env episodes of the controller ``params`` on selection ``seeds``."""
-    from world_models.data.collection import play_episodes
-
-    spec = get_spec(config.env_id)
-    return play_episodes(
-        config.env_id,
-        "agent",
-        list(seeds),
-        workers,
-        step_limit(spec, config.eval.max_steps),
-        policy_kwargs=dict(
-            run_dir=str(run_dir), params=tuple(np.asarray(params).tolist())
-        ),
-    )
 
 
 def evolve(
@@ -280,14 +268,14 @@ def evolve(
         search = checkpointer.restore(search)
     elif start_from is not None:
         kept = load_search(run_dir, config, start_from)["best_params"]
-        search = _search_from_kept(es, es_params, kept, settings.seed)
+        search = _search_from_kept(es, es_params, kept, config)
     logger.truncate_after(int(search["generation"]))
     rnn_step = latest_rnn_step(run_dir)
     if int(search["best_generation"]) >= 0 and int(search["rnn_step"]) != rnn_step:
         # The agent acts on M's h, so a score measured under an earlier M (a previous
         # curriculum round) no longer describes the kept controller: measure it again,
         # and search on from it rather than from a CMA mean that reality rejected.
-        search = _rescore_best(run_dir, config, search, logger, workers, round_index)
+        search = rescore_kept(run_dir, config, search, logger, workers, round_index)
         search = restart_from_kept(es, es_params, search, settings.seed)
     search = dict(search, rnn_step=jnp.asarray(rnn_step))
     root_key = jax.random.key(settings.seed)
@@ -321,9 +309,18 @@ def evolve(
                 )
             generation += count
             search = dict(search, es_state=es_state, generation=jnp.asarray(generation))
-            search = _check_in_reality(
-                run_dir, config, dream, search, logger, workers, round_index
+            estimate = dream_estimate(
+                dream,
+                search["es_state"].mean,
+                jax.random.fold_in(jax.random.key(settings.seed + 1), generation),
+                DREAM_ESTIMATE_ROLLOUTS,
             )
+            search = check_in_reality(
+                run_dir, config, search, logger, workers, round_index,
+                tuple(float(x) for x in estimate),
+            )
+            if generation == total and settings.finalists:
+                search = final_check(run_dir, config, search, workers, round_index)
             checkpointer.save(generation, search)
             plot_curves(
                 logger.path,
@@ -346,59 +343,3 @@ def evolve(
         best_generation=int(search["best_generation"]),
     )
 
-
-def _rescore_best(
-    run_dir: Path,
-    config: Config,
-    search: dict,
-    logger: MetricsLogger,
-    workers: int,
-    round_index: int,
-) -> dict:
-    seeds = selection_seeds(config, round_index, check_index=0)
-    episodes = real_check(
-        run_dir, config, np.asarray(search["best_params"]), workers, seeds
-    )
-    score = float(np.mean([episode["return"] for episode in episodes]))
-    logger.log(int(search["generation"]), best_rescored=score)
-    return dict(search, best_real_score=jnp.asarray(score, jnp.float32))
-
-
-def _check_in_reality(
-    run_dir: Path,
-    config: Config,
-    dream: Dream,
-    search: dict,
-    logger: MetricsLogger,
-    workers: int,
-    round_index: int,
-) -> dict:
-    generation = int(search["generation"])
-    mean = search["es_state"].mean
-    # Check i of a round (i >= 1) plays its own fresh block; block 0 is the re-score's.
-    since = generation - int(search["round_start"])
-    check_index = -(-since // config.dream.real_eval_every)
-    seeds = selection_seeds(config, round_index, check_index)
-    episodes = real_check(run_dir, config, np.asarray(mean), workers, seeds)
-    returns = np.array([episode["return"] for episode in episodes], np.float64)
-    estimate, estimate_std = dream_estimate(
-        dream,
-        mean,
-        jax.random.fold_in(jax.random.key(config.dream.seed + 1), generation),
-        DREAM_ESTIMATE_ROLLOUTS,
-    )
-    logger.log(
-        generation,
-        real_score=returns.mean(),
-        real_std=returns.std(),
-        dream_estimate=estimate,
-        dream_estimate_std=estimate_std,
-    )
-    if returns.mean() > float(search["best_real_score"]):
-        search = dict(
-            search,
-            best_params=mean,
-            best_real_score=jnp.asarray(returns.mean(), jnp.float32),
-            best_generation=jnp.asarray(generation),
-        )
-    return search

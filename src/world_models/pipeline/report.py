@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from world_models.dream.selection import load_finalists
 from world_models.evaluation.calibration import (
     PLOT_NAME,
     calibration_section,
@@ -125,6 +126,7 @@ def render_report(run_dir: str | Path) -> str:
                   "| rounds | mean difference | SE | t | n |", "|---|---|---|---|---|"]
         lines += paired + [""]
 
+    lines += _finalists_section(run_dir)
     lines += calibration_section(run_dir)
 
     lines += ["## Training", ""]
@@ -170,3 +172,22 @@ def write_report(run_dir: str | Path) -> Path:
     path = Path(run_dir) / "report.md"
     write_atomic_text(path, render_report(run_dir))
     return path
+
+
+def _finalists_section(run_dir: Path) -> list[str]:
+    record = load_finalists(run_dir)
+    if not record:
+        return []
+    lines = ["## Final check", "",
+             ("The best real checks of the search played again on one shared block of "
+              "selection seeds; the best there is the kept controller."), "",
+             "| at generation | finalist (generation) | its check | final check | seeds |",
+             "|---|---|---|---|---|"]
+    for at, check in record.items():
+        for row in check["finalists"]:
+            kept = " (kept)" if row["generation"] == check["kept_generation"] else ""
+            lines.append(
+                f"| {at} | {row['generation']}{kept} | {row['check_score']:.1f} | "
+                f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
+                f"{check['seeds'][0]}..{check['seeds'][1]} |")
+    return lines + [""]

@@ -1,0 +1,205 @@
+"""Which controller a dream search keeps: real-env checks on selection seeds.
+
+Every check plays the CMA mean on a fresh block of selection seeds, and the best mean
+so far is kept. With ``dream.finalists`` = K > 0 the K best checks of a round stay in
+the search state as finalists; at the end of the search each of them plays one more,
+shared block of ``dream.final_check_episodes`` seeds, and the best there is kept. A
+check of 8 episodes has an SE near 80 on CarRacing, so the best of a dozen checks is
+mostly its luck; the shared block compares the finalists on the same tracks, and none
+of them was chosen on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from world_models.config import Config
+from world_models.envs import get_spec, step_limit
+from world_models.files import write_atomic_text
+from world_models.logs import MetricsLogger
+from world_models.seeds import final_check_seeds, selection_seeds
+
+FINALISTS_FILENAME = "finalists.json"
+
+
+def real_check(
+    run_dir: str | os.PathLike,
+    config: Config,
+    params: np.ndarray,
+    workers: int,
+    seeds: range,
+) -> list[dict]:
+    """Real-env episodes of the controller ``params`` on selection ``seeds``."""
+    from world_models.data.collection import play_episodes
+
+    spec = get_spec(config.env_id)
+    return play_episodes(
+        config.env_id,
+        "agent",
+        list(seeds),
+        workers,
+        step_limit(spec, config.eval.max_steps),
+        policy_kwargs=dict(
+            run_dir=str(run_dir), params=tuple(np.asarray(params).tolist())
+        ),
+    )
+
+
+def _returns(episodes: list[dict]) -> np.ndarray:
+    return np.array([episode["return"] for episode in episodes], np.float64)
+
+
+def empty_finalists(count: int, num_params: int) -> dict[str, Any]:
+    """The search state's finalist slots (none when ``count`` is 0): a slot with score
+    -inf is empty."""
+    if count == 0:
+        return {}
+    return dict(
+        finalist_params=jnp.zeros((count, num_params), jnp.float32),
+        finalist_scores=jnp.full((count,), -jnp.inf, jnp.float32),
+        finalist_generations=jnp.full((count,), -1, jnp.int32),
+    )
+
+
+def admit_finalist(
+    search: dict[str, Any], params: Any, score: float, generation: int
+) -> dict[str, Any]:
+    """``search`` with the checked controller in place of its worst finalist, if it
+    checked better (a tie keeps the earlier one)."""
+    if "finalist_scores" not in search:
+        return search
+    scores = np.asarray(search["finalist_scores"])
+    generations = np.asarray(search["finalist_generations"])
+    worst = int(np.lexsort((-generations, scores))[0])  # of equal scores, the latest
+    if not score > scores[worst]:
+        return search
+    return dict(
+        search,
+        finalist_params=search["finalist_params"].at[worst].set(params),
+        finalist_scores=search["finalist_scores"].at[worst].set(score),
+        finalist_generations=search["finalist_generations"].at[worst].set(generation),
+    )
+
+
+def check_in_reality(
+    run_dir: Path,
+    config: Config,
+    search: dict,
+    logger: MetricsLogger,
+    workers: int,
+    round_index: int,
+    dream_estimate: tuple[float, float],
+) -> dict:
+    """Play the CMA mean on the check's own block; keep it if it beats the kept one."""
+    generation = int(search["generation"])
+    mean = search["es_state"].mean
+    # Check i of a round (i >= 1) plays its own fresh block; block 0 is the re-score's.
+    since = generation - int(search["round_start"])
+    check_index = -(-since // config.dream.real_eval_every)
+    seeds = selection_seeds(config, round_index, check_index)
+    returns = _returns(real_check(run_dir, config, np.asarray(mean), workers, seeds))
+    logger.log(
+        generation,
+        real_score=returns.mean(),
+        real_std=returns.std(),
+        dream_estimate=dream_estimate[0],
+        dream_estimate_std=dream_estimate[1],
+    )
+    search = admit_finalist(search, mean, returns.mean(), generation)
+    if returns.mean() > float(search["best_real_score"]):
+        search = dict(
+            search,
+            best_params=mean,
+            best_real_score=jnp.asarray(returns.mean(), jnp.float32),
+            best_generation=jnp.asarray(generation),
+        )
+    return search
+
+
+def rescore_kept(
+    run_dir: Path,
+    config: Config,
+    search: dict,
+    logger: MetricsLogger,
+    workers: int,
+    round_index: int,
+) -> dict:
+    """The kept controller scored again (block 0 of the round), as the round's first
+    finalist: earlier rounds' scores were measured under another M."""
+    seeds = selection_seeds(config, round_index, check_index=0)
+    returns = _returns(
+        real_check(run_dir, config, np.asarray(search["best_params"]), workers, seeds)
+    )
+    generation = int(search["generation"])
+    logger.log(generation, best_rescored=returns.mean())
+    if "finalist_scores" in search:
+        count, size = search["finalist_params"].shape
+        search = dict(search, **empty_finalists(count, size))
+        search = admit_finalist(
+            search, search["best_params"], returns.mean(), generation
+        )
+    return dict(search, best_real_score=jnp.asarray(returns.mean(), jnp.float32))
+
+
+def final_check(
+    run_dir: Path,
+    config: Config,
+    search: dict,
+    workers: int,
+    round_index: int,
+) -> dict:
+    """Play every finalist on the round's final block and keep the best there.
+
+    The finalists, their scores and the seeds go to ``dream/finalists.json``, under the
+    generation at which the check was made.
+    """
+    scores = np.asarray(search["finalist_scores"])
+    generations = np.asarray(search["finalist_generations"])
+    filled = sorted(np.flatnonzero(np.isfinite(scores)), key=lambda i: generations[i])
+    seeds = final_check_seeds(config, round_index)
+    results = []
+    for slot in filled:
+        params = np.asarray(search["finalist_params"][slot])
+        returns = _returns(real_check(run_dir, config, params, workers, seeds))
+        results.append(dict(
+            generation=int(generations[slot]),
+            check_score=float(scores[slot]),
+            final_score=float(returns.mean()),
+            final_std=float(returns.std()),
+            slot=int(slot),
+        ))
+    if not results:
+        return search
+    winner = max(results, key=lambda row: row["final_score"])  # first of equals
+    _record(run_dir, int(search["generation"]), seeds, results, winner)
+    return dict(
+        search,
+        best_params=search["finalist_params"][winner["slot"]],
+        best_real_score=jnp.asarray(winner["final_score"], jnp.float32),
+        best_generation=jnp.asarray(winner["generation"]),
+    )
+
+
+def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
+            winner: dict) -> None:
+    record = load_finalists(run_dir)
+    record[str(generation)] = dict(
+        seeds=[seeds.start, seeds.stop - 1],
+        kept_generation=winner["generation"],
+        finalists=[{k: v for k, v in row.items() if k != "slot"} for row in results],
+    )
+    write_atomic_text(Path(run_dir) / "dream" / FINALISTS_FILENAME,
+                      json.dumps(record, indent=2))
+
+
+def load_finalists(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``dream/finalists.json``: each final check by generation ({} if none)."""
+    path = Path(run_dir) / "dream" / FINALISTS_FILENAME
+    return json.loads(path.read_text()) if path.exists() else {}
+

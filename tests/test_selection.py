@@ -1,0 +1,57 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tiny_run import TINY_OVERRIDES, make_tiny_run
+from world_models.config import make_config
+from world_models.dream.evolve import evolve, load_search
+from world_models.dream.selection import (
+    admit_finalist,
+    empty_finalists,
+    load_finalists,
+    real_check,
+)
+from world_models.logs import read_metrics
+from world_models.run_directory import init_run
+from world_models.seeds import final_check_seeds, selection_seeds
+
+
+def test_finalists_are_the_best_checks_and_the_earlier_of_equals():
+    search = empty_finalists(2, 3)
+    for generation, score in [(5, 1.0), (10, 1.0), (15, 2.0), (20, 2.0), (25, 1.5)]:
+        search = admit_finalist(search, jnp.full(3, generation), score, generation)
+    assert sorted(np.asarray(search["finalist_generations"]).tolist()) == [15, 20]
+    search = admit_finalist(search, jnp.full(3, 30.0), 3.0, 30)
+    kept = dict(zip(np.asarray(search["finalist_generations"]).tolist(),
+                    np.asarray(search["finalist_params"])[:, 0].tolist()))
+    assert kept == {15: 15.0, 30: 30.0}  # 20 went: the later of the two at 2.0
+    assert admit_finalist({}, jnp.zeros(3), 9.0, 35) == {}  # no finalists: unchanged
+
+
+def test_the_final_check_keeps_the_best_finalist_on_one_shared_block(tmp_path):
+    run = make_tiny_run(tmp_path / "run")
+    config = init_run(run, make_config("smoke", overrides=TINY_OVERRIDES + (
+        "dream.generations=4", "dream.real_eval_every=1", "dream.finalists=2",
+        "dream.final_check_episodes=2", "eval.max_steps=60")), fresh=True)
+    summary = evolve(run, progress=False)
+
+    checks = {r["step"]: r["real_score"]
+              for r in read_metrics(run / "dream" / "metrics.jsonl") if "real_score" in r}
+    assert sorted(checks) == [1, 2, 3, 4]
+    record = load_finalists(run)["4"]
+    best_two = sorted(checks, key=lambda g: (-checks[g], g))[:2]
+    assert sorted(f["generation"] for f in record["finalists"]) == sorted(best_two)
+    for finalist in record["finalists"]:
+        assert finalist["check_score"] == pytest.approx(checks[finalist["generation"]])
+    winner = max(record["finalists"], key=lambda f: f["final_score"])
+    assert summary["best_generation"] == record["kept_generation"] == winner["generation"]
+
+    # the kept controller replays its final score on the final block, which no check plays
+    seeds = final_check_seeds(config, 0)
+    assert record["seeds"] == [seeds.start, seeds.stop - 1]
+    for check in range(5):
+        assert set(seeds).isdisjoint(selection_seeds(config, 0, check))
+    kept = load_search(run)["best_params"]
+    replay = real_check(run, config, kept, 1, seeds)
+    assert np.mean([r["return"] for r in replay]) == pytest.approx(
+        winner["final_score"], abs=1e-4)
