@@ -4,6 +4,7 @@ import pytest
 
 from world_models.config import (
     PRESETS,
+    Config,
     ConfigError,
     apply_overrides,
     load_config,
@@ -100,3 +101,9 @@ def test_a_fresh_m_each_round_needs_a_new_search_each_round():
             "pipeline.retrain_rnn=true", "pipeline.warm_start_es=false",
             "pipeline.freeze_lstm=true",
         ])
+
+
+def test_a_config_names_the_preset_it_was_built_from():
+    assert Config().preset is None  # the dataclass defaults are no preset's
+    assert make_config("quick").preset == "quick"
+    assert make_config("quick").dream != Config().dream

@@ -224,7 +224,7 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class Config:
     env_id: str = "CarRacing-v3"
-    preset: str = "quick"
+    preset: str | None = None  # the preset make_config started from; None: these defaults
     collect: CollectConfig = field(default_factory=CollectConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     rnn: RNNConfig = field(default_factory=RNNConfig)
@@ -235,7 +235,8 @@ class Config:
     def __post_init__(self):
         from world_models.seeds import check_seed_plan
 
-        _require(self.preset in PRESETS, f"unknown preset {self.preset!r}; known: {PRESETS}")
+        _require(self.preset is None or self.preset in PRESETS,
+                 f"unknown preset {self.preset!r}; known: {PRESETS}")
         try:
             check_seed_plan(self)
         except ValueError as error:
@@ -270,7 +271,8 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
             "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
                         checkpoint_every=250),
             "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=5, real_eval_episodes=8, chunk_size=256),
+                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
+                          finalists=3, final_check_episodes=16),
             "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
             "pipeline": dict(on_policy_episodes=8),
         }
@@ -282,7 +284,8 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
             "rnn": dict(batch_size=32, seq_len=100, steps=4000, eval_every=500,
                         checkpoint_every=500),
             "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=5, real_eval_episodes=8, chunk_size=256),
+                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
+                          finalists=3, final_check_episodes=16),
             "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
             "pipeline": dict(on_policy_episodes=16),
         }
@@ -294,7 +297,8 @@ def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
             "rnn": dict(batch_size=100, seq_len=999, steps=20_000, eval_every=1000,
                         checkpoint_every=2000),
             "dream": dict(population=256, rollouts=16, generations=1000, max_steps=1000,
-                          real_eval_every=25, real_eval_episodes=16),
+                          real_eval_every=25, real_eval_episodes=16, finalists=3,
+                          final_check_episodes=16),
             "eval": dict(episodes=100, workers=16),
             "pipeline": dict(on_policy_episodes=500),
         }

@@ -81,7 +81,7 @@ def render_report(run_dir: str | Path) -> str:
     config = load_run_config(run_dir)
     markers = read_markers(run_dir)
     lines = [f"# World Models run: {run_dir.name}", "",
-             f"Environment **{config.env_id}**, preset **{config.preset}**, "
+             f"Environment **{config.env_id}**, preset **{config.preset or 'none'}**, "
              f"{config.pipeline.rounds} round(s). Full settings: [config.json](config.json).",
              ""]
 
