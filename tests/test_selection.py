@@ -1,8 +1,8 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from tiny_run import TINY_OVERRIDES, make_tiny_run
+
 from world_models.config import make_config
 from world_models.dream.evolve import evolve, load_search
 from world_models.dream.selection import (
