@@ -101,6 +101,19 @@ def test_report_shows_standard_errors_paired_differences_and_calibration(run):
     assert report.count("calibration.png") == 1  # not again among the dream curves
     assert (run_dir / "dream" / "calibration.png").stat().st_size > 5000
     assert "M's reward and termination heads" not in report
+    assert "## Final check" not in report  # the search kept its best check
+
+
+def test_report_shows_each_finalist_and_the_one_kept(run):
+    run_dir = run["run_dir"]
+    finalists = [dict(generation=2, check_score=61.0, final_score=40.5, final_std=9.0),
+                 dict(generation=4, check_score=55.0, final_score=47.5, final_std=8.0)]
+    (run_dir / "dream" / "finalists.json").write_text(json.dumps({"4": dict(
+        seeds=[100998000, 100998015], kept_generation=4, finalists=finalists)}))
+    report = render_report(run_dir)
+    assert "## Final check" in report
+    assert "| 4 | 2 | 61.0 | 40.5 ± 9.0 | 100998000..100998015 |" in report
+    assert "| 4 | 4 (kept) | 55.0 | 47.5 ± 8.0 | 100998000..100998015 |" in report
 
 
 def test_report_shows_the_heads_of_m_when_logged(run):
