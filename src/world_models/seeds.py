@@ -10,8 +10,9 @@ A policy's collection slot comes from its name (``COLLECTION_SLOTS``), not from 
 position in a list, so collecting one policy alone plays the same tracks as collecting
 it among others. Each real check of the dream search plays a fresh block of selection
 seeds; a round's last two blocks are reserved for the finalists' re-check at the end
-of the search and (the last) for ``scripts/fit_controller.py``'s check. ``check_seed_plan`` refuses a config whose blocks would spill out of their band
-or into each other; ``seed_plan`` lists every range and is saved as ``RUN/seeds.json``.
+of the search and (the last) for ``scripts/fit_controller.py``'s check.
+``check_seed_plan`` refuses a config whose blocks would spill out of their band or into
+each other; ``seed_plan`` lists every range and is saved as ``RUN/seeds.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ MAX_ROUNDS = BAND // ROUND_STRIDE
 BLOCKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
 FIT_CHECK_BLOCK = BLOCKS_PER_ROUND - 1
 FINAL_CHECK_BLOCK = BLOCKS_PER_ROUND - 2
-MAX_CHECKS_PER_ROUND = FINAL_CHECK_BLOCK  # the search's own checks: blocks 0 .. this - 1
+MAX_CHECKS_PER_ROUND = FINAL_CHECK_BLOCK  # the search's own checks: blocks below it
 SEED_PLAN_FILENAME = "seeds.json"
 
 
@@ -88,7 +89,9 @@ def selection_seeds(config: Any, round_index: int, check_index: int) -> range:
 
 def final_check_seeds(config: Any, round_index: int) -> range:
     """The block on which every finalist of a round's search is re-checked."""
-    return _selection_block(round_index, FINAL_CHECK_BLOCK, config.dream.final_check_episodes)
+    return _selection_block(
+        round_index, FINAL_CHECK_BLOCK, config.dream.final_check_episodes
+    )
 
 
 def fit_check_seeds(episodes: int) -> range:
@@ -154,7 +157,9 @@ def seed_plan(config: Any) -> dict[str, Any]:
         ]
         for k in range(config.pipeline.rounds)
     }
-    plan = dict(test=span(test_seeds(config)), selection=selection, collection=collection)
+    plan = dict(
+        test=span(test_seeds(config)), selection=selection, collection=collection
+    )
     if config.dream.finalists:
         plan["final_check"] = {
             f"round{k}": span(final_check_seeds(config, k))

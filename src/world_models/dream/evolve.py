@@ -8,7 +8,8 @@ resumed search replays exactly what an uninterrupted one would have done.
 Every ``real_eval_every`` generations (and at the last) the CMA mean plays
 ``real_eval_episodes`` seeded episodes of the real env on the worker pool; the
 controller kept as best is the one with the best REAL mean return, never the best dream
-sample.
+sample; with ``dream.finalists`` the best checks are played again on one shared block at
+the end and the best there is kept (``dream/selection.py``).
 """
 
 from __future__ import annotations
