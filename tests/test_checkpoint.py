@@ -67,6 +67,16 @@ def test_a_setting_added_later_matches_only_at_its_default(tmp_path):
         Checkpointer(tmp_path / "ck", {"lr": 1e-4, "new": 0.0}, defaults=defaults)
 
 
+def test_an_ignored_key_is_not_compared_the_others_are(tmp_path):
+    Checkpointer(tmp_path / "ck", {"lr": 1e-3, "seed": 1}).save(1, _state(0))
+    resumed = Checkpointer(tmp_path / "ck", {"lr": 1e-3, "seed": 0}, ignore=("seed",))
+    _leaves_equal(resumed.restore(_state(7)), _state(0))
+    with pytest.raises(CheckpointError, match="another config.*seed"):
+        Checkpointer(tmp_path / "ck", {"lr": 1e-3, "seed": 0})
+    with pytest.raises(CheckpointError, match="another config.*lr"):
+        Checkpointer(tmp_path / "ck", {"lr": 1e-2, "seed": 0}, ignore=("seed",))
+
+
 def test_other_shapes_refused(tmp_path):
     ckpt = Checkpointer(tmp_path / "ck", {})
     ckpt.save(1, {"w": jnp.zeros((3, 4))})

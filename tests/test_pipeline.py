@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from world_models.config import ConfigError, make_config
+from world_models.dream.evolve import load_search
 from world_models.logs import read_metrics
 from world_models.pipeline.markers import STAGES, marker_path
 from world_models.pipeline.run import run_pipeline
@@ -184,3 +186,33 @@ def test_a_round_with_a_frozen_lstm_keeps_round_0s_lstm(tmp_path):
                     strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(round0.head.weight, round1.head.weight)
+
+
+def test_m_candidates_the_chosen_m_and_search_become_the_runs(smoke_run, tmp_path):
+    run_dir = tmp_path / "candidates"
+    subprocess.run(_pipeline_command(
+        run_dir, "--set", "pipeline.rnn_candidates=2", "--set", "dream.finalists=1",
+        "--set", "dream.final_check_episodes=1"), check=True, cwd=ROOT, timeout=900)
+    record = json.loads((run_dir / "candidates.json").read_text())
+    assert [row["rnn_seed"] for row in record["candidates"]] == [0, 1]
+    scores = [row["final_score"] for row in record["candidates"]]
+    assert record["chosen"] == scores.index(max(scores))
+    folders = [run_dir / "candidates" / f"m{index}" for index in (0, 1)]
+    m0, m1 = (jax.tree.leaves(load_rnn(folder)) for folder in folders)
+    # candidate 0 is the M a one-M run trains; candidate 1 another draw
+    for a, b in zip(m0, jax.tree.leaves(load_rnn(smoke_run)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(m0, m1, strict=True))
+    chosen = folders[record["chosen"]]
+    for a, b in zip(jax.tree.leaves(load_rnn(run_dir)),
+                    jax.tree.leaves(load_rnn(chosen)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(load_search(run_dir)["best_params"],
+                                  load_search(chosen)["best_params"])
+    assert (run_dir / "eval" / "round0_agent.json").exists()
+    assert "## M candidates" in (run_dir / "report.md").read_text()
+    # M trained under another seed than the run's loads in the run (seed 1 copied in)
+    shutil.rmtree(run_dir / "rnn")
+    shutil.copytree(folders[1] / "rnn", run_dir / "rnn")
+    for a, b in zip(jax.tree.leaves(load_rnn(run_dir)), m1, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -58,6 +58,8 @@ class Checkpointer:
     ``defaults``: the config's default values. A key the saved config lacks (a setting
     added after those checkpoints were written) matches when ``config`` holds its
     default, the value that keeps the old behaviour, so old runs still load.
+    ``ignore``: keys recorded but not compared (a seed that only chose the training
+    stream: the state restored is valid under any).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Checkpointer:
         config: dict[str, Any],
         keep: int = 3,
         defaults: dict[str, Any] | None = None,
+        ignore: tuple[str, ...] = (),
     ):
         self.directory = Path(directory).absolute()
         self.config = _canonical(config)
@@ -79,7 +82,7 @@ class Checkpointer:
                 raise CheckpointError(f"{self._config_path} is corrupt (not JSON)") from None
             changed = sorted(
                 key for key in set(saved) | set(self.config)
-                if saved.get(key) != self.config.get(key)
+                if key not in ignore and saved.get(key) != self.config.get(key)
                 and not (key not in saved and key in defaults
                          and self.config.get(key) == defaults[key])
             )

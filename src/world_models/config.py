@@ -1,4 +1,4 @@
-"""Run configuration: one frozen dataclass per stage, named presets, JSON I/O.
+"""Run configuration: one frozen dataclass per stage, built from a preset, JSON I/O.
 
 A run directory holds a single resolved ``config.json``. Every stage reads it back, so no
 stage re-declares another stage's constant. Overrides use dotted paths
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-PRESETS = ("smoke", "quick", "standard", "full")
+from world_models.presets import PRESETS, preset_sections
+
 ENSEMBLE_MODES = ("sample", "pessimistic")
 
 
@@ -208,6 +209,10 @@ class PipelineConfig:
     warm_start_es: bool = True
     # Later rounds train only M's heads: the h a kept controller reads keeps its meaning.
     freeze_lstm: bool = False
+    # Round 0 trains this many M's (seeds rnn.seed + c), searches a controller in each
+    # dream and keeps the M whose controller scores best in reality: M's seed has moved
+    # the test score by ~450 points (pipeline/candidates.py, docs/transfer.md).
+    rnn_candidates: int = 1
 
     def __post_init__(self):
         _require(self.rounds > 0, "pipeline.rounds must be > 0")
@@ -219,6 +224,7 @@ class PipelineConfig:
                  "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn")
         _require(self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0")
         _require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
+        _require(self.rnn_candidates > 0, "pipeline.rnn_candidates must be > 0")
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,9 @@ class Config:
 
         _require(self.preset is None or self.preset in PRESETS,
                  f"unknown preset {self.preset!r}; known: {PRESETS}")
+        _require(self.pipeline.rnn_candidates == 1 or self.dream.finalists > 0,
+                 "pipeline.rnn_candidates > 1 compares the candidates' final checks: "
+                 "set dream.finalists > 0")
         try:
             check_seed_plan(self)
         except ValueError as error:
@@ -249,69 +258,15 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _preset_overrides(preset: str) -> dict[str, dict[str, Any]]:
-    if preset == "smoke":
-        return {
-            "collect": dict(policies=("brownian",), episodes_per_policy=2, max_steps=40),
-            "vae": dict(z_dim=8, batch_size=16, steps=20, eval_every=10, checkpoint_every=10),
-            "rnn": dict(hidden_size=16, num_mixtures=2, batch_size=4, seq_len=16, steps=20,
-                        eval_every=10, checkpoint_every=10),
-            "dream": dict(population=8, rollouts=2, generations=4, max_steps=30,
-                          real_eval_every=2, real_eval_episodes=1),
-            "eval": dict(episodes=2, max_steps=40, video=False),
-            "pipeline": dict(on_policy_episodes=2),
-        }
-    if preset == "quick":
-        return {
-            # Collection and the test span the env's whole episode (1000 steps). M learns
-            # on 100-step windows and the dream lasts 400 steps: 1000-step windows and
-            # dreams transferred far worse (docs/transfer.md).
-            "collect": dict(episodes_per_policy=16, max_steps=0),
-            "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
-            "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
-                        checkpoint_every=250),
-            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
-                          finalists=3, final_check_episodes=16),
-            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
-            "pipeline": dict(on_policy_episodes=8),
-        }
-    if preset == "standard":
-        # About 4x quick's data and training, sized for ~75 minutes on 2 CPU cores.
-        return {
-            "collect": dict(episodes_per_policy=40, max_steps=0),
-            "vae": dict(batch_size=64, steps=3000, eval_every=500, checkpoint_every=500),
-            "rnn": dict(batch_size=32, seq_len=100, steps=4000, eval_every=500,
-                        checkpoint_every=500),
-            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
-                          finalists=3, final_check_episodes=16),
-            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
-            "pipeline": dict(on_policy_episodes=16),
-        }
-    if preset == "full":
-        return {
-            "collect": dict(episodes_per_policy=3000, max_steps=1000, workers=16),
-            "vae": dict(batch_size=100, steps=100_000, eval_every=2000,
-                        checkpoint_every=5000),
-            "rnn": dict(batch_size=100, seq_len=999, steps=20_000, eval_every=1000,
-                        checkpoint_every=2000),
-            "dream": dict(population=256, rollouts=16, generations=1000, max_steps=1000,
-                          real_eval_every=25, real_eval_episodes=16, finalists=3,
-                          final_check_episodes=16),
-            "eval": dict(episodes=100, workers=16),
-            "pipeline": dict(on_policy_episodes=500),
-        }
-    raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-
-
 def make_config(preset: str = "quick", env_id: str = "CarRacing-v3",
                 overrides: typing.Iterable[str] = ()) -> Config:
     """Build the config of ``preset`` for ``env_id`` with dotted ``key=value`` overrides."""
     from world_models.envs import get_spec
 
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     spec = get_spec(env_id)
-    sections = _preset_overrides(preset)
+    sections = preset_sections(preset)
     # Heuristic drivers exist for some envs only; elsewhere collect with brownian alone.
     sections["collect"]["policies"] = tuple(
         p for p in sections["collect"].get("policies", CollectConfig.policies)

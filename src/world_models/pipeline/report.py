@@ -15,6 +15,7 @@ from world_models.evaluation.calibration import (
 )
 from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
+from world_models.pipeline.candidates import load_candidates
 from world_models.pipeline.markers import read_markers
 from world_models.run_directory import load_run_config
 from world_models.stats import paired_difference, summarize
@@ -126,6 +127,7 @@ def render_report(run_dir: str | Path) -> str:
                   "| rounds | mean difference | SE | t | n |", "|---|---|---|---|---|"]
         lines += paired + [""]
 
+    lines += _candidates_section(run_dir)
     lines += _finalists_section(run_dir)
     lines += calibration_section(run_dir)
 
@@ -172,6 +174,25 @@ def write_report(run_dir: str | Path) -> Path:
     path = Path(run_dir) / "report.md"
     write_atomic_text(path, render_report(run_dir))
     return path
+
+
+def _candidates_section(run_dir: Path) -> list[str]:
+    record = load_candidates(run_dir)
+    if not record:
+        return []
+    lines = ["## M candidates", "",
+             ("Round 0 trained one M per seed and searched a controller in each dream; "
+              "the M whose kept controller scored best on the shared final block is "
+              "the run's. Each candidate's search is in `candidates/m<index>`."), "",
+             "| candidate | M seed | kept generation | final check | seeds |",
+             "|---|---|---|---|---|"]
+    for row in record["candidates"]:
+        chosen = " (chosen)" if row["index"] == record["chosen"] else ""
+        lines.append(
+            f"| m{row['index']}{chosen} | {row['rnn_seed']} | {row['kept_generation']} | "
+            f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
+            f"{row['seeds'][0]}..{row['seeds'][1]} |")
+    return lines + [""]
 
 
 def _finalists_section(run_dir: Path) -> list[str]:

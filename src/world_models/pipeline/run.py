@@ -6,7 +6,9 @@ its wall time and summary, so a re-run skips it. Round K > 0 collects the curren
 own episodes (failures kept) plus the configured heuristic drivers, then trains M and C
 on the union of all rounds: M continues from the previous round's checkpoint to (K + 1) ×
 the configured steps, or with ``pipeline.retrain_rnn`` starts over (the previous M is kept
-aside as ``rnn_roundK-1``).
+aside as ``rnn_roundK-1``). With ``pipeline.rnn_candidates`` > 1, round 0 trains several
+M's and keeps the one whose dream taught the controller that plays best
+(``pipeline/candidates.py``).
 """
 
 from __future__ import annotations
@@ -68,8 +70,6 @@ def run_pipeline(run_dir: str | Path, config: Config, fresh: bool = False,
 
 def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
     from world_models.data import collection
-    from world_models.dream.evolve import evolve
-    from world_models.training.rnn import train_rnn
     from world_models.training.vae import encode_run, train_vae
 
     settings = config.pipeline
@@ -98,6 +98,18 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
     # Encoding is idempotent per V checkpoint: a retrained V re-encodes every episode.
     _run_stage(run_dir, k, "encode", lambda: {
         "files_written": encode_run(run_dir, progress=progress)})
+    if k == 0 and settings.rnn_candidates > 1:
+        _train_candidates(run_dir, config, progress)
+    else:
+        _train_m_and_search(run_dir, config, k, progress)
+    _run_stage(run_dir, k, "test", lambda: _test(run_dir, config, k, progress))
+
+
+def _train_m_and_search(run_dir: Path, config: Config, k: int, progress: bool) -> None:
+    from world_models.dream.evolve import evolve
+    from world_models.training.rnn import train_rnn
+
+    settings = config.pipeline
     rnn_steps = (k + 1) * config.rnn.steps
     if k > 0 and settings.retrain_rnn:
         _run_stage(run_dir, k, "rnn_reset", lambda: _set_aside(run_dir, "rnn", k))
@@ -116,7 +128,26 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
     _run_stage(run_dir, k, "dream", lambda: evolve(
         run_dir, total_generations=generations, progress=progress, round_index=k,
         start_from=start_from))
-    _run_stage(run_dir, k, "test", lambda: _test(run_dir, config, k, progress))
+
+
+def _train_candidates(run_dir: Path, config: Config, progress: bool) -> None:
+    """Round 0's M candidates, each with its dream search, and the choice among them:
+    the chosen M and search become the run's, and their markers the round's own."""
+    from world_models.dream.evolve import evolve
+    from world_models.pipeline import candidates
+    from world_models.training.rnn import train_rnn
+
+    for index in range(config.pipeline.rnn_candidates):
+        folder = candidates.prepare_candidate(run_dir, config, index)
+        _run_stage(run_dir, 0, f"rnn_m{index}", lambda f=folder: train_rnn(
+            f, total_steps=config.rnn.steps, progress=progress))
+        _run_stage(run_dir, 0, f"dream_m{index}", lambda f=folder: evolve(
+            f, total_generations=config.dream.generations, progress=progress))
+    chosen = _run_stage(run_dir, 0, "choose_m", lambda: candidates.choose_candidate(
+        run_dir, config))["summary"]["chosen"]
+    for stage in ("rnn", "dream"):  # the round's own markers: the chosen candidate's
+        _run_stage(run_dir, 0, stage,
+                   lambda s=stage: read_marker(run_dir, 0, f"{s}_m{chosen}")["summary"])
 
 
 def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:

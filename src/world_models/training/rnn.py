@@ -60,8 +60,10 @@ def rnn_checkpoint_config(config: Config) -> dict:
 
 
 def _checkpointer(run_dir: Path, config: Config) -> Checkpointer:
+    # The seed is not compared: a run that trained several M candidates continues
+    # from the chosen one, trained under its own seed (pipeline/candidates.py).
     return Checkpointer(run_dir / "rnn" / "ckpt", rnn_checkpoint_config(config),
-                        defaults=rnn_checkpoint_config(Config()))
+                        defaults=rnn_checkpoint_config(Config()), ignore=("seed",))
 
 
 def latest_rnn_step(run_dir: str | Path) -> int | None:

@@ -1,0 +1,108 @@
+"""Several M's on one round's data, the one whose dream teaches best chosen by reality.
+
+Two M's trained on the same data with different seeds have given agents 450–490 points
+apart on CarRacing (docs/transfer.md, rows 27/29 and 41/44), more than any setting
+measured since. With ``pipeline.rnn_candidates`` = K > 1, round 0 trains K M's (seeds
+``rnn.seed + c``), runs a dream search in each, and keeps the candidate whose kept
+controller scored best in its final check. Every final check of the round plays the
+same block of selection seeds (``seeds.final_check_seeds``), so the candidates are
+compared on the same tracks, none of them a test track.
+
+Candidate c is a run directory of its own, ``RUN/candidates/m{c}``: its config is the
+run's with the candidate's M seed, and its data, V and latents are links to the run's.
+The chosen candidate's M and search are copied to ``RUN/rnn`` and ``RUN/dream``, so
+every later stage (the test, a later round) reads the run as if it had trained that M
+alone; ``RUN/candidates.json`` records each candidate's score and the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from world_models.config import Config
+from world_models.dream.selection import load_finalists
+from world_models.files import write_atomic_text
+from world_models.run_directory import init_run
+
+CANDIDATES_FILENAME = "candidates.json"
+SHARED_FOLDERS = ("data", "vae", "latents")  # the candidates' common inputs
+CHOSEN_FOLDERS = ("rnn", "dream")  # what the chosen candidate brings to the run
+
+
+def candidate_dir(run_dir: str | os.PathLike, index: int) -> Path:
+    return Path(run_dir) / "candidates" / f"m{index}"
+
+
+def candidate_config(config: Config, index: int) -> Config:
+    """The run's config with candidate ``index``'s M seed, for one M and one round."""
+    return replace(
+        config,
+        rnn=replace(config.rnn, seed=config.rnn.seed + index),
+        pipeline=replace(config.pipeline, rnn_candidates=1, rounds=1),
+    )
+
+
+def prepare_candidate(run_dir: str | os.PathLike, config: Config, index: int) -> Path:
+    """Candidate ``index``'s run directory: its config, and links to the run's data,
+    V and latents (relative, so the run directory can be moved)."""
+    folder = candidate_dir(run_dir, index)
+    init_run(folder, candidate_config(config, index))
+    for name in SHARED_FOLDERS:
+        link = folder / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..") / ".." / name, target_is_directory=True)
+    return folder
+
+
+def candidate_score(folder: str | os.PathLike) -> dict[str, Any]:
+    """The kept controller of a candidate's search as its last final check scored it."""
+    record = load_finalists(folder)
+    if not record:
+        raise FileNotFoundError(
+            f"{Path(folder) / 'dream'} has no final check; a candidate's search must "
+            "finish with dream.finalists > 0"
+        )
+    final = record[max(record, key=int)]
+    kept = next(row for row in final["finalists"]
+                if row["generation"] == final["kept_generation"])
+    return dict(kept_generation=kept["generation"], final_score=kept["final_score"],
+                final_std=kept["final_std"], seeds=final["seeds"])
+
+
+def choose_candidate(run_dir: str | os.PathLike, config: Config) -> dict[str, Any]:
+    """Copy the best candidate's M and search into the run; record the choice.
+
+    The best is the highest final-check score (of equal scores, the lower index).
+    Resumable: a copy is made beside its destination and renamed into place.
+    """
+    run_dir = Path(run_dir)
+    rows = []
+    for index in range(config.pipeline.rnn_candidates):
+        rows.append(dict(index=index, rnn_seed=config.rnn.seed + index,
+                         **candidate_score(candidate_dir(run_dir, index))))
+    chosen = max(rows, key=lambda row: (row["final_score"], -row["index"]))
+    for name in CHOSEN_FOLDERS:
+        _copy_into_place(candidate_dir(run_dir, chosen["index"]) / name, run_dir / name)
+    record = dict(chosen=chosen["index"], candidates=rows)
+    write_atomic_text(run_dir / CANDIDATES_FILENAME, json.dumps(record, indent=2))
+    return record
+
+
+def _copy_into_place(source: Path, destination: Path) -> None:
+    if destination.exists():
+        return
+    partial = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    partial.rename(destination)
+
+
+def load_candidates(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``RUN/candidates.json`` ({} for a run that trained one M)."""
+    path = Path(run_dir) / CANDIDATES_FILENAME
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,66 @@
+"""The named presets: what each sets, by config section, over the defaults of
+``config.py``. ``smoke`` checks the plumbing in about a minute; ``quick`` and
+``standard`` are sized for a 2-core CPU; ``full`` is the paper's scale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS = ("smoke", "quick", "standard", "full")
+
+
+def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
+    """What ``preset`` sets, by config section (every other field keeps its default)."""
+    if preset == "smoke":
+        return {
+            "collect": dict(policies=("brownian",), episodes_per_policy=2, max_steps=40),
+            "vae": dict(z_dim=8, batch_size=16, steps=20, eval_every=10, checkpoint_every=10),
+            "rnn": dict(hidden_size=16, num_mixtures=2, batch_size=4, seq_len=16, steps=20,
+                        eval_every=10, checkpoint_every=10),
+            "dream": dict(population=8, rollouts=2, generations=4, max_steps=30,
+                          real_eval_every=2, real_eval_episodes=1),
+            "eval": dict(episodes=2, max_steps=40, video=False),
+            "pipeline": dict(on_policy_episodes=2),
+        }
+    if preset == "quick":
+        return {
+            # Collection and the test span the env's whole episode (1000 steps). M learns
+            # on 100-step windows and the dream lasts 400 steps: 1000-step windows and
+            # dreams transferred far worse (docs/transfer.md).
+            "collect": dict(episodes_per_policy=16, max_steps=0),
+            "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
+            "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
+                        checkpoint_every=250),
+            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
+                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
+                          finalists=3, final_check_episodes=16),
+            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
+            "pipeline": dict(on_policy_episodes=8),
+        }
+    if preset == "standard":
+        # About 4x quick's data and training, sized for ~75 minutes on 2 CPU cores.
+        return {
+            "collect": dict(episodes_per_policy=40, max_steps=0),
+            "vae": dict(batch_size=64, steps=3000, eval_every=500, checkpoint_every=500),
+            "rnn": dict(batch_size=32, seq_len=100, steps=4000, eval_every=500,
+                        checkpoint_every=500),
+            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
+                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
+                          finalists=3, final_check_episodes=16),
+            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
+            "pipeline": dict(on_policy_episodes=16),
+        }
+    if preset == "full":
+        return {
+            "collect": dict(episodes_per_policy=3000, max_steps=1000, workers=16),
+            "vae": dict(batch_size=100, steps=100_000, eval_every=2000,
+                        checkpoint_every=5000),
+            "rnn": dict(batch_size=100, seq_len=999, steps=20_000, eval_every=1000,
+                        checkpoint_every=2000),
+            "dream": dict(population=256, rollouts=16, generations=1000, max_steps=1000,
+                          real_eval_every=25, real_eval_episodes=16, finalists=3,
+                          final_check_episodes=16),
+            "eval": dict(episodes=100, workers=16),
+            "pipeline": dict(on_policy_episodes=500),
+        }
+    raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")

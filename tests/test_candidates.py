@@ -1,0 +1,84 @@
+"""Choosing among M candidates: the best final check wins, its folders become the run's."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from world_models.config import ConfigError, make_config
+from world_models.pipeline.candidates import (
+    candidate_config,
+    candidate_dir,
+    choose_candidate,
+    load_candidates,
+    prepare_candidate,
+)
+
+
+def _candidate(run_dir: Path, index: int, final_scores: dict[int, float], kept: int):
+    """A finished candidate search: its final check and a file naming it in rnn/ and
+    dream/."""
+    folder = candidate_dir(run_dir, index)
+    for name in ("rnn", "dream"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "origin").write_text(f"m{index}")
+    finalists = [dict(generation=g, check_score=0.0, final_score=s, final_std=1.0)
+                 for g, s in final_scores.items()]
+    record = {"10": dict(seeds=[5, 6], kept_generation=kept, finalists=finalists)}
+    (folder / "dream" / "finalists.json").write_text(json.dumps(record))
+
+
+def _config(candidates: int):
+    return make_config("smoke", overrides=[f"pipeline.rnn_candidates={candidates}",
+                                           "dream.finalists=2"])
+
+
+def test_the_candidate_whose_kept_controller_scored_best_is_chosen(tmp_path):
+    _candidate(tmp_path, 0, {5: 300.0, 10: 100.0}, kept=5)
+    _candidate(tmp_path, 1, {5: 250.0, 10: 320.0}, kept=10)
+    _candidate(tmp_path, 2, {5: 900.0, 10: 310.0}, kept=10)  # kept scores, not others
+    (tmp_path / "rnn.partial").mkdir()  # a copy cut short by a kill is redone
+    (tmp_path / "rnn.partial" / "stale").write_text("")
+    record = choose_candidate(tmp_path, _config(3))
+    assert record["chosen"] == 1
+    assert [row["final_score"] for row in record["candidates"]] == [300.0, 320.0, 310.0]
+    for name in ("rnn", "dream"):
+        assert (tmp_path / name / "origin").read_text() == "m1"
+    assert not (tmp_path / "rnn" / "stale").exists()
+    assert load_candidates(tmp_path) == json.loads(json.dumps(record))
+
+
+def test_of_equal_scores_the_first_candidate_is_chosen(tmp_path):
+    for index in (0, 1):
+        _candidate(tmp_path, index, {5: 200.0}, kept=5)
+    assert choose_candidate(tmp_path, _config(2))["chosen"] == 0
+
+
+def test_a_candidate_without_a_final_check_is_refused(tmp_path):
+    _candidate(tmp_path, 0, {5: 200.0}, kept=5)
+    (candidate_dir(tmp_path, 1) / "dream").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no final check"):
+        choose_candidate(tmp_path, _config(2))
+
+
+def test_candidates_need_a_final_check():
+    with pytest.raises(ConfigError, match="dream.finalists"):
+        make_config("smoke", overrides=["pipeline.rnn_candidates=2"])
+    with pytest.raises(ConfigError, match="rnn_candidates must be > 0"):
+        make_config("smoke", overrides=["pipeline.rnn_candidates=0"])
+
+
+def test_a_candidate_is_the_run_with_its_own_m_seed_sharing_data_v_and_latents(
+        tmp_path):
+    config = _config(2)
+    for name in ("data", "vae", "latents"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "marker").write_text(name)
+    folder = prepare_candidate(tmp_path, config, 1)
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["rnn"]["seed"] == config.rnn.seed + 1
+    assert saved["pipeline"]["rnn_candidates"] == 1
+    assert candidate_config(config, 1).dream == config.dream
+    for name in ("data", "vae", "latents"):
+        assert (folder / name / "marker").read_text() == name
+    assert prepare_candidate(tmp_path, config, 1) == folder  # again: nothing changes
