@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from world_models.evaluation.model_error import (
-    latent_error_text,
-    run_latent_error,
-    run_pixel_error,
-)
+from world_models.evaluation.latent_error import latent_error_text, run_latent_error
+from world_models.evaluation.pixel_error import run_pixel_error
 
 
 def main(argv: list[str] | None = None) -> None:

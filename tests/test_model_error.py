@@ -9,13 +9,13 @@ from PIL import Image
 
 from world_models.config import make_config
 from world_models.data.episodes import save_episode, save_latents
-from world_models.evaluation.model_error import (
+from world_models.evaluation.latent_error import (
     latent_batch_mse,
     latent_error,
     latent_error_statistics,
-    pixel_error,
 )
 from world_models.evaluation.open_loop import choose_windows, open_loop_latents
+from world_models.evaluation.pixel_error import pixel_error
 from world_models.evaluation.prediction_record import (
     PICKLE_KEYS,
     copy_last_frame,
