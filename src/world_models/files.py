@@ -4,6 +4,7 @@ filesystem, so ``os.replace`` is atomic) under a name that folder listings skip.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,3 +39,9 @@ def write_atomic_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_open(path) as handle:
         handle.write(text)
+
+
+def write_json(path: str | os.PathLike, data: object) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically, creating its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic_text(path, json.dumps(data, indent=2))

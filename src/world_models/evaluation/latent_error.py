@@ -25,7 +25,7 @@ from world_models.evaluation.open_loop import (
     choose_windows,
     held_out_paths,
 )
-from world_models.evaluation.pixel_error import _write_json
+from world_models.files import write_json
 from world_models.models.mdnrnn import action_to_input
 from world_models.run_directory import load_run_config
 from world_models.training.rnn import load_rnn
@@ -165,6 +165,6 @@ def run_latent_error(run_dir: str | os.PathLike, **options: Any) -> dict[str, An
         load_rnn(run_dir), config, held_out_paths(run_dir, config, "latents"), **options
     )
     stem = Path(run_dir) / "model_error" / f"latent_h{stats['horizon']}"
-    _write_json(stem.with_suffix(".json"), stats)
+    write_json(stem.with_suffix(".json"), stats)
     stem.with_suffix(".txt").write_text(latent_error_text(stats))
     return stats

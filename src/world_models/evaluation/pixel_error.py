@@ -14,7 +14,6 @@ several models: ``world_models.evaluation.compare``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from world_models.evaluation.prediction_record import (
     save_record,
     to_gray84,
 )
-from world_models.files import write_atomic_text
+from world_models.files import write_json
 from world_models.models.mdnrnn import action_to_input
 from world_models.models.vae import decode_latents, encode_frames
 from world_models.run_directory import load_run_config
@@ -139,7 +138,7 @@ def pixel_error(
             curves["model_mode"], curves["copy_baseline"]
         ),
     }
-    _write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "summary.json", summary)
     labels = {
         "model_mode": "model (mode)",
         "model_sampled": f"model (sampled, τ={temperature:g})",
@@ -181,12 +180,6 @@ def _beats_from(model: Sequence[float], baseline: Sequence[float]) -> int | None
         else:
             break
     return first
-
-
-def _write_json(path: Path, data: Any) -> None:
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic_text(path, json.dumps(data, indent=2))
 
 
 def plot_sequence(
