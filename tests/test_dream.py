@@ -7,7 +7,8 @@ from handmade_rnn import counter_rnn
 
 from world_models.config import make_config
 from world_models.data.episodes import save_latents
-from world_models.dream.rollout import Dream, load_dream_starts, make_dream
+from world_models.dream.rollout import Dream, make_dream
+from world_models.dream.starts import load_dream_starts
 from world_models.envs import get_spec
 from world_models.models.controller import (
     LinearController,

@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
 from world_models.config import Config
-from world_models.dream.rollout import Dream, load_dream_starts, make_dream
+from world_models.dream.rollout import Dream, make_dream
 from world_models.dream.selection import (
     check_in_reality,
     empty_finalists,
     final_check,
     rescore_kept,
 )
+from world_models.dream.starts import load_dream_starts
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
 from world_models.models.controller import (

@@ -7,11 +7,11 @@ temperature τ and its predicted rewards are summed up to the horizon or until i
 termination head fires. ``Dream.population_returns`` vmaps that over rollouts and
 candidates.
 
-Starts: by default the first frame of every real episode with the state at zero,
-exactly like the acting agent at reset. With ``branch_every`` = k > 0 the pool also holds
-every k-th frame of every episode, with the state M reaches by reading the real episode
-up to that frame (teacher forcing on V's posterior means). Dreams branched off real
-data this way, with a short horizon, keep M close to the states it was trained on: its
+Starts (``dream/starts.py``): by default the first frame of every real episode with
+the state at zero, exactly like the acting agent at reset. With ``branch_every`` = k > 0
+the pool also holds every k-th frame of every episode, with the state M reaches by
+reading the real episode up to that frame (teacher forcing on V's posterior means).
+Dreams branched off real data this way, with a short horizon, keep M close to the states it was trained on: its
 errors have few steps to compound, and a controller cannot drive the dream far into
 states no real episode visited before the dream ends (the short model rollouts from
 real states of model-based RL).
@@ -19,8 +19,9 @@ real states of model-based RL).
 Termination: the dream ends at the first step whose termination probability
 sigmoid(done_logit) exceeds ``done_threshold`` (0.5, the paper's Doom rule). That step
 pays M's ``terminal_reward`` (the real env also pays a reward on its terminating step,
-CarRacing's -100 for leaving the playfield); nothing after it counts. A threshold rather than a Bernoulli draw keeps a badly calibrated,
-uniformly small termination probability from killing dreams at random.
+CarRacing's -100 for leaving the playfield); nothing after it counts. A threshold
+rather than a Bernoulli draw keeps a badly calibrated, uniformly small termination
+probability from killing dreams at random.
 
 Common random numbers: rollout r of every candidate uses the same key, hence the same
 start state, the same noise sequence (component choice and Gaussian noise per step) and
@@ -36,8 +37,6 @@ termination logit of all heads.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 import equinox as eqx
@@ -46,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from world_models.data.episodes import list_episodes, load_latents
+from world_models.dream.starts import DreamStarts
 from world_models.envs import EnvSpec
 from world_models.models.controller import Controller, act, controller_from_flat
 from world_models.models.mdnrnn import (
@@ -59,18 +58,28 @@ from world_models.models.mdnrnn import (
 )
 
 
-class DreamStarts(NamedTuple):
-    """The pool dreams start from: V's posterior at real frames and M's state there
-    (``h``, ``c`` None: zero, the state at an episode's first frame)."""
+class DreamState(NamedTuple):
+    """A dream episode's state: M's (h, c), the z the controller sees, the steps taken,
+    and what the episode drew at reset (dropout mask, ensemble member)."""
 
-    mu: np.ndarray  # (n, z)
-    logvar: np.ndarray
-    h: np.ndarray | None = None  # (n, hidden)
-    c: np.ndarray | None = None
+    rnn_state: tuple[Array, Array]
+    z: Float[Array, " z"]
+    t: Array
+    head_mask: Array
+    member: Array
+
+
+def _observe(state: DreamState) -> Float[Array, " obs"]:
+    return jnp.concatenate([state.z, state.rnn_state[0]])
 
 
 class Dream(eqx.Module):
-    """M's dream environment with the start-state pool and a controller template."""
+    """M's dream with its start-state pool and a controller template.
+
+    As an environment (gymnax-style, pure): ``reset(key) -> (obs, state)``,
+    ``step(key, state, action) -> (obs, state, reward, done)`` and ``step_auto_reset``
+    for batched learners; the observation is [z, h], what the controller reads.
+    ``rollout`` plays a flat controller through the same ``reset`` and ``step``."""
 
     rnn: MDNRNN
     start_mu: Float[Array, "n z"]
@@ -137,42 +146,69 @@ class Dream(eqx.Module):
         _, (zs, rewards, alive) = self._play(params, key, record=True)
         return zs, rewards, alive
 
+    def reset(self, key: PRNGKeyArray) -> tuple[Float[Array, " obs"], DreamState]:
+        """A dream episode begins: observation [z, h] and the state, from ``key``
+        (the start, the dropout mask and the ensemble member are drawn here)."""
+        start_key, _, mask_key, member_key = jax.random.split(key, 4)
+        rnn_state, z = self.sample_start(start_key)
+        state = DreamState(
+            rnn_state,
+            z,
+            jnp.array(0),
+            dropout_mask(mask_key, self.rnn.hidden_size, self.dropout),
+            jax.random.randint(member_key, (), 0, self.rnn.num_heads),
+        )
+        return _observe(state), state
+
+    def step(
+        self, key: PRNGKeyArray, state: DreamState, action: Array
+    ) -> tuple[Float[Array, " obs"], DreamState, Float[Array, ""], Array]:
+        """One step of M under ``action``: (observation, state, reward, done). ``key``
+        draws the next z. Done: M's termination fired (that step pays M's terminal
+        reward) or the horizon is reached."""
+        inputs = action_to_input(action, self.spec)
+        rnn_state, heads = self.rnn.step_heads(
+            state.rnn_state, state.z, inputs, state.head_mask
+        )
+        out = (pessimistic if self.ensemble == "pessimistic" else select_head)(
+            heads, state.member
+        )
+        threshold = jnp.log(self.done_threshold / (1 - self.done_threshold))
+        terminated = out.done_logit > threshold
+        reward = jnp.where(terminated, self.rnn.terminal_reward, out.reward)
+        z = sample_next_z(out, key, self.temperature)
+        state = state._replace(rnn_state=rnn_state, z=z, t=state.t + 1)
+        return _observe(state), state, reward, terminated | (state.t >= self.horizon)
+
+    def step_auto_reset(
+        self, key: PRNGKeyArray, state: DreamState, action: Array
+    ) -> tuple[Float[Array, " obs"], DreamState, Float[Array, ""], Array]:
+        """``step``, and where it ends the episode, the observation and state of a new
+        one (reset from ``key``): the reward and done are the ended episode's."""
+        step_key, reset_key = jax.random.split(key)
+        obs, state, reward, done = self.step(step_key, state, action)
+        reset_obs, reset_state = self.reset(reset_key)
+        state = jax.tree.map(lambda a, b: jnp.where(done, a, b), reset_state, state)
+        return jnp.where(done, reset_obs, obs), state, reward, done
+
     def _play(self, params: Array, key: PRNGKeyArray, record: bool):
         controller = controller_from_flat(self.template, params)
-        start_key, noise_key, mask_key, member_key = jax.random.split(key, 4)
-        head_mask = dropout_mask(mask_key, self.rnn.hidden_size, self.dropout)
-        member = jax.random.randint(member_key, (), 0, self.rnn.num_heads)
-        done_logit_threshold = jnp.log(self.done_threshold / (1 - self.done_threshold))
+        noise_key = jax.random.split(key, 4)[1]
 
         def step(carry, t):
-            state, z, alive, total, length = carry
-            action = act(controller, z, state[0], self.spec)
-            state, heads = self.rnn.step_heads(
-                state, z, action_to_input(action, self.spec), head_mask
+            state, alive, total, length = carry
+            action = act(controller, state.z, state.rnn_state[0], self.spec)
+            _, next_state, reward, done = self.step(
+                jax.random.fold_in(noise_key, t), state, action
             )
-            out = (pessimistic if self.ensemble == "pessimistic" else select_head)(
-                heads, member
-            )
-            ends = out.done_logit > done_logit_threshold
-            reward = jnp.where(ends, self.rnn.terminal_reward, out.reward)
-            record_step = (z, reward, alive) if record else None
+            record_step = (state.z, reward, alive) if record else None
             total = total + jnp.where(alive, reward, 0.0)
             length = length + alive
-            alive = alive & ~ends
-            z_next = sample_next_z(
-                out, jax.random.fold_in(noise_key, t), self.temperature
-            )
-            return (state, z_next, alive, total, length), record_step
+            return (next_state, alive & ~done, total, length), record_step
 
-        start_state, start_z = self.sample_start(start_key)
-        carry = (
-            start_state,
-            start_z,
-            jnp.array(True),
-            jnp.array(0.0),
-            jnp.array(0),
-        )
-        (_, _, _, total, length), steps = jax.lax.scan(
+        _, state = self.reset(key)
+        carry = (state, jnp.array(True), jnp.array(0.0), jnp.array(0))
+        (_, _, total, length), steps = jax.lax.scan(
             step, carry, jnp.arange(self.horizon)
         )
         return (total, length), steps
@@ -208,71 +244,6 @@ class Dream(eqx.Module):
             returns.reshape(-1, rollouts)[:size],
             lengths.reshape(-1, rollouts)[:size],
         )
-
-
-def load_dream_starts(
-    run_dir: str | os.PathLike,
-    rnn: MDNRNN | None = None,
-    branch_every: int = 0,
-    spec: EnvSpec | None = None,
-) -> DreamStarts:
-    """The start pool of ``run_dir``/latents: each episode's first frame and, with
-    ``branch_every`` = k > 0, every k-th frame with M's (``rnn``) state there."""
-    folder = Path(run_dir) / "latents"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no latent folder {folder}; run process_data.py first")
-    paths = list_episodes(folder)
-    if not paths:
-        raise FileNotFoundError(f"no latent files under {folder}; run process_data.py")
-    if branch_every < 0:
-        raise ValueError(f"branch_every must be >= 0, got {branch_every}")
-    if branch_every and (rnn is None or spec is None):
-        raise ValueError("branched starts need M (rnn) and the env spec")
-    episodes = [load_latents(path) for path in paths]
-    if not branch_every:
-        mu = np.stack([latents["mu"][0] for latents in episodes])
-        logvar = np.stack([latents["logvar"][0] for latents in episodes])
-        return DreamStarts(mu.astype(np.float32), logvar.astype(np.float32))
-    return branch_starts(rnn, episodes, branch_every, spec)
-
-
-def branch_starts(
-    rnn: MDNRNN, episodes: list[dict[str, np.ndarray]], every: int, spec: EnvSpec
-) -> DreamStarts:
-    """Frames 0, k, 2k, ... of every episode (frames with a step after them) with the
-    state M reaches reading the episode's means and actions up to that frame."""
-    longest = max(latents["actions"].shape[0] for latents in episodes)
-    mus, logvars, hs, cs = [], [], [], []
-    for latents in episodes:
-        steps = latents["actions"].shape[0]
-        pad = longest - steps
-        mu = np.asarray(latents["mu"], np.float32)
-        inputs = np.asarray(action_to_input(latents["actions"], spec))
-        # Padding to one length compiles the scan once; states past the end are unused.
-        h, c = prefix_states(
-            rnn,
-            jnp.asarray(np.pad(mu[:steps], ((0, pad), (0, 0)))),
-            jnp.asarray(np.pad(inputs, ((0, pad), (0, 0)))),
-        )
-        frames = np.arange(0, steps, every)
-        mus.append(mu[frames])
-        logvars.append(np.asarray(latents["logvar"], np.float32)[frames])
-        hs.append(np.asarray(h)[frames])
-        cs.append(np.asarray(c)[frames])
-    return DreamStarts(*map(np.concatenate, (mus, logvars, hs, cs)))
-
-
-@eqx.filter_jit
-def prefix_states(
-    rnn: MDNRNN, zs: Float[Array, "t z"], inputs: Float[Array, "t a"]
-) -> tuple[Float[Array, "t hidden"], Float[Array, "t hidden"]]:
-    """M's state BEFORE each step t (row 0: the initial state)."""
-
-    def advance(state, x):
-        return rnn.advance(state, *x), state
-
-    _, (hs, cs) = jax.lax.scan(advance, rnn.initial_state(), (zs, inputs))
-    return hs, cs
 
 
 def make_dream(

@@ -17,7 +17,8 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from world_models.dream.evolve import dream_estimate
-from world_models.dream.rollout import DreamStarts, branch_starts, make_dream
+from world_models.dream.rollout import make_dream
+from world_models.dream.starts import DreamStarts, branch_starts
 from world_models.envs import EnvSpec
 from world_models.models.controller import Controller
 from world_models.models.mdnrnn import MDNRNN, action_to_input

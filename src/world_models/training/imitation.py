@@ -20,7 +20,7 @@ import numpy as np
 
 from world_models.config import Config
 from world_models.data.episodes import load_latents
-from world_models.dream.rollout import prefix_states
+from world_models.dream.starts import prefix_states
 from world_models.envs import EnvSpec, get_spec
 from world_models.models.controller import (
     LinearController,
