@@ -49,10 +49,12 @@ def counter_rnn(
     return eqx.tree_at(lambda m: m.terminal_reward, rnn, jnp.float32(terminal_reward))
 
 
-def steering_reward_rnn(z_dim: int) -> MDNRNN:
+def steering_reward_rnn(z_dim: int, action_size: int = 3) -> MDNRNN:
     """CarRacing-shaped M whose reward is tanh(tanh(3 steer)) - tanh(tanh(3 gas)): the
-    best action is steer = +1, gas = 0. It never terminates."""
-    action_size, hidden = 3, 2
+    best action is steer = +1, gas = 0. It never terminates. With a one-hot action
+    input (a discrete env's ``action_size``), action 0 pays tanh(tanh(3)) and action 1
+    as much less; the others pay 0."""
+    hidden = 2
     rnn = MDNRNN(
         z_dim, action_size, hidden_size=hidden, num_mixtures=1, key=jax.random.key(0)
     )

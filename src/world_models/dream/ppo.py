@@ -1,0 +1,218 @@
+"""PPO inside M's dream: the controller trained by gradient instead of evolution.
+
+``make_train(dream, settings)`` returns ``train(key)``, one pure function that jit
+compiles whole: ``num_envs`` dreams stepped in lockstep (``Dream.step_auto_reset`` under
+vmap), ``num_steps`` of them per update, then ``epochs`` passes of clipped-surrogate
+updates over shuffled minibatches, all in nested ``lax.scan``s (the purejaxrl shape).
+
+The policy's mean is the library's controller (``dream.template``: linear or MLP over
+[z, h]), so a trained policy is a flat controller vector that the agent, the real-env
+evaluation and a CMA-ES search all take as they are. Continuous actions: a Gaussian over
+the controller's raw outputs with a learned state-independent log std, the env's action
+being ``action_head`` of the sample (CarRacing's squash is part of the environment to
+PPO). Discrete actions: a categorical over the raw outputs as logits. The critic is a
+separate tanh MLP over [z, h]. An episode cut by the dream's horizon is treated as
+ended (no bootstrap), as the CMA-ES dream scores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, PRNGKeyArray
+
+from world_models.dream.rollout import Dream
+from world_models.models.controller import (
+    action_head,
+    controller_from_flat,
+    controller_to_flat,
+)
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    num_envs: int = 64
+    num_steps: int = 64  # dream steps per env between updates
+    updates: int = 100
+    epochs: int = 4
+    minibatches: int = 4
+    learning_rate: float = 3e-4
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+    critic_hidden: int = 64
+    log_std_init: float = -0.5
+
+    def __post_init__(self):
+        if min(self.num_envs, self.num_steps, self.updates, self.epochs,
+               self.minibatches, self.critic_hidden) <= 0:
+            raise ValueError(f"PPO sizes must be > 0: {self}")
+        if (self.num_envs * self.num_steps) % self.minibatches:
+            raise ValueError("num_envs x num_steps must divide into minibatches")
+
+
+class ActorCritic(eqx.Module):
+    controller: Any  # the library's controller: the policy's mean (or logits)
+    log_std: Array
+    critic: eqx.nn.MLP
+
+    def __call__(self, obs: Array) -> tuple[Array, Array]:
+        return self.controller(obs), self.critic(obs)[0]
+
+
+class Transition(NamedTuple):
+    obs: Array
+    raw: Array  # the sampled raw outputs (continuous) or action index (discrete)
+    log_prob: Array
+    value: Array
+    reward: Array
+    done: Array
+
+
+def _log_prob(net: ActorCritic, mean: Array, raw: Array, discrete: bool) -> Array:
+    if discrete:
+        return jax.nn.log_softmax(mean)[raw]
+    std = jnp.exp(net.log_std)
+    return jnp.sum(jax.scipy.stats.norm.logpdf(raw, mean, std))
+
+
+def _entropy(net: ActorCritic, mean: Array, discrete: bool) -> Array:
+    if discrete:
+        log_p = jax.nn.log_softmax(mean)
+        return -jnp.sum(jnp.exp(log_p) * log_p)
+    return jnp.sum(net.log_std + 0.5 * jnp.log(2 * jnp.pi * jnp.e))
+
+
+def policy_params(net: ActorCritic) -> Array:
+    """The trained policy's mean as a flat controller vector (deterministic acting)."""
+    return controller_to_flat(net.controller)
+
+
+def make_train(dream: Dream, settings: PPOSettings, init_params: Array | None = None):
+    """``train(key) -> (net, metrics)``: PPO in ``dream`` from the controller
+    ``init_params`` (default: the template's own values); ``metrics`` holds, per update,
+    the mean return of the dream episodes that ended in it (NaN if none did)."""
+    spec, s = dream.spec, settings
+    discrete = spec.discrete
+    batch = s.num_envs * s.num_steps
+    optimizer = optax.chain(optax.clip_by_global_norm(s.max_grad_norm),
+                            optax.adam(s.learning_rate))
+
+    def init(key: PRNGKeyArray) -> ActorCritic:
+        controller = dream.template
+        if init_params is not None:
+            controller = controller_from_flat(controller, init_params)
+        obs_size = dream.rnn.z_dim + dream.rnn.hidden_size
+        critic = eqx.nn.MLP(obs_size, 1, s.critic_hidden, depth=2,
+                            activation=jnp.tanh, key=key)
+        log_std = jnp.full(spec.action_size, s.log_std_init, jnp.float32)
+        return ActorCritic(controller, log_std, critic)
+
+    def act(net, obs, key):
+        mean, value = net(obs)
+        if discrete:
+            raw = jax.random.categorical(key, mean)
+            return raw, raw, value, _log_prob(net, mean, raw, True)
+        raw = mean + jnp.exp(net.log_std) * jax.random.normal(key, mean.shape)
+        return action_head(raw, spec), raw, value, _log_prob(net, mean, raw, False)
+
+    def loss(params, static, minibatch: Transition, advantages, targets):
+        net = eqx.combine(params, static)
+        mean, value = jax.vmap(net)(minibatch.obs)
+        log_prob = jax.vmap(lambda m, r: _log_prob(net, m, r, discrete))(
+            mean, minibatch.raw)
+        ratio = jnp.exp(log_prob - minibatch.log_prob)
+        normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        surrogate = jnp.minimum(
+            ratio * normalised, jnp.clip(ratio, 1 - s.clip, 1 + s.clip) * normalised)
+        value_loss = 0.5 * jnp.mean((value - targets) ** 2)
+        entropy = jnp.mean(jax.vmap(lambda m: _entropy(net, m, discrete))(mean))
+        return -surrogate.mean() + s.value_coef * value_loss - s.entropy_coef * entropy
+
+    def advantages_of(trajectory: Transition, last_value: Array):
+        def backwards(carry, step: Transition):
+            advantage, next_value = carry
+            alive = 1.0 - step.done
+            delta = step.reward + s.gamma * next_value * alive - step.value
+            advantage = delta + s.gamma * s.gae_lambda * alive * advantage
+            return (advantage, step.value), advantage
+
+        _, advantages = jax.lax.scan(
+            backwards, (jnp.zeros_like(last_value), last_value), trajectory,
+            reverse=True)
+        return advantages, advantages + trajectory.value
+
+    def train(key: PRNGKeyArray):
+        init_key, reset_key, key = jax.random.split(key, 3)
+        params, static = eqx.partition(init(init_key), eqx.is_array)
+        opt_state = optimizer.init(params)
+        obs, states = jax.vmap(dream.reset)(jax.random.split(reset_key, s.num_envs))
+        episode_return = jnp.zeros(s.num_envs)
+
+        def update(runner, _):
+            params, opt_state, obs, states, episode_return, key = runner
+            net = eqx.combine(params, static)
+
+            def env_step(carry, _):
+                obs, states, episode_return, key = carry
+                key, act_key, step_key = jax.random.split(key, 3)
+                action, raw, value, log_prob = jax.vmap(act, (None, 0, 0))(
+                    net, obs, jax.random.split(act_key, s.num_envs))
+                next_obs, states, reward, done = jax.vmap(dream.step_auto_reset)(
+                    jax.random.split(step_key, s.num_envs), states, action)
+                episode_return = episode_return + reward
+                ended = (jnp.where(done, episode_return, 0.0).sum(), done.sum())
+                episode_return = jnp.where(done, 0.0, episode_return)
+                step = Transition(obs, raw, log_prob, value, reward,
+                                  done.astype(jnp.float32))
+                return (next_obs, states, episode_return, key), (step, ended)
+
+            (obs, states, episode_return, key), (trajectory, ended) = jax.lax.scan(
+                env_step, (obs, states, episode_return, key), None, s.num_steps)
+            last_value = jax.vmap(lambda o: net(o)[1])(obs)
+            advantages, targets = advantages_of(trajectory, last_value)
+
+            def epoch(carry, _):
+                params, opt_state, key = carry
+                key, shuffle_key = jax.random.split(key)
+                order = jax.random.permutation(shuffle_key, batch)
+                flat = jax.tree.map(
+                    lambda x: x.reshape(batch, *x.shape[2:])[order].reshape(
+                        s.minibatches, batch // s.minibatches, *x.shape[2:]),
+                    (trajectory, advantages, targets))
+
+                def minibatch_step(carry, minibatch):
+                    params, opt_state = carry
+                    grads = jax.grad(lambda p: loss(p, static, *minibatch))(params)
+                    updates, opt_state = optimizer.update(grads, opt_state, params)
+                    return (optax.apply_updates(params, updates), opt_state), None
+
+                (params, opt_state), _ = jax.lax.scan(
+                    minibatch_step, (params, opt_state), flat)
+                return (params, opt_state, key), None
+
+            key, epoch_key = jax.random.split(key)
+            (params, opt_state, _), _ = jax.lax.scan(
+                epoch, (params, opt_state, epoch_key), None, s.epochs)
+            total, count = (x.sum() for x in ended)
+            metrics = dict(
+                episode_return=jnp.where(count > 0, total / jnp.maximum(count, 1),
+                                         jnp.nan),
+                episodes=count,
+                reward_per_step=trajectory.reward.mean(),
+            )
+            return (params, opt_state, obs, states, episode_return, key), metrics
+
+        runner = (params, opt_state, obs, states, episode_return, key)
+        runner, metrics = jax.lax.scan(update, runner, None, s.updates)
+        return eqx.combine(runner[0], static), metrics
+
+    return train
