@@ -216,3 +216,15 @@ def test_m_candidates_the_chosen_m_and_search_become_the_runs(smoke_run, tmp_pat
     shutil.copytree(folders[1] / "rnn", run_dir / "rnn")
     for a, b in zip(jax.tree.leaves(load_rnn(run_dir)), m1, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_ppo_script_trains_in_the_runs_dream_and_saves_a_search_start(smoke_run):
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "train_ppo.py"), "--run",
+                    str(smoke_run), "--updates", "3", "--num-envs", "4", "--num-steps",
+                    "4"], check=True, cwd=ROOT, timeout=600)
+    folder = smoke_run / "ppo"
+    rows = json.loads((folder / "ppo_metrics.json").read_text())["updates"]
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    kept = load_search(smoke_run, folder=folder)
+    assert int(kept["best_generation"]) == 0 and kept["best_params"].ndim == 1
+    assert (folder / "curve.png").exists()
