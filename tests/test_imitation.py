@@ -83,7 +83,8 @@ def test_a_search_starts_from_a_saved_controller(tmp_path):
     config = load_run_config(run)
     start = np.full(num_parameters(make_controller(config, key=jax.random.key(0))),
                     0.01, np.float32)
-    folder = save_start(run / "imitation", config, start)
+    save_start(run / "imitation", config, -start)
+    folder = save_start(run / "imitation", config, start)  # a second save replaces it
     np.testing.assert_array_equal(load_search(run, config, folder)["best_params"], start)
     evolve(run, progress=False, start_from=folder)
     rows = read_metrics(run / "dream" / "metrics.jsonl")

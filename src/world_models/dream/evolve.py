@@ -207,9 +207,11 @@ def save_start(
     folder: str | os.PathLike, config: Config, params: Array
 ) -> Path:
     """A search folder whose kept controller is ``params``: ``evolve(start_from=...)``
-    starts there (re-scored by reality first), e.g. from a fitted controller."""
+    starts there (re-scored by reality first), e.g. from a fitted controller. A start
+    saved there before is replaced."""
     es, es_params, _ = _search_template(config)
     search = _search_from_kept(es, es_params, jnp.asarray(params, jnp.float32), config)
+    shutil.rmtree(Path(folder) / "ckpt", ignore_errors=True)
     checkpointer = _checkpointer(Path(folder), config)
     try:
         checkpointer.save(0, search)
