@@ -97,7 +97,8 @@ def make_train(dream: Dream, settings: DQNSettings, actions: np.ndarray):
         def iteration(runner, index):
             (params, target, opt_state, obs, states, returns, replay, filled, cursor,
              key) = runner
-            key, explore_key, choice_key, step_key, sample_key = jax.random.split(key, 5)
+            keys = jax.random.split(key, 5)
+            key, explore_key, choice_key, step_key, sample_key = keys
             epsilon = jnp.interp(index, jnp.array([0, s.epsilon_iterations]),
                                  jnp.array([s.epsilon_start, s.epsilon_end]))
             greedy = jax.vmap(eqx.combine(params, static))(obs).argmax(axis=1)
@@ -129,8 +130,8 @@ def make_train(dream: Dream, settings: DQNSettings, actions: np.ndarray):
                 lambda new, old: jnp.where(learn, new, old),
                 (optax.apply_updates(params, updates), new_opt_state),
                 (params, opt_state))
-            target = jax.tree.map(
-                lambda p, t: jnp.where(index % s.target_every == 0, p, t), params, target)
+            copy = index % s.target_every == 0
+            target = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, target)
             runner = (params, target, opt_state, next_obs, states, returns, replay,
                       filled, cursor, key)
             return runner, dict(episode_return=mean_return, loss=loss,
