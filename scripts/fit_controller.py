@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from world_models.cli import run_cli
-from world_models.data.collection import play_episodes
 from world_models.data.episodes import list_episodes
 from world_models.dream.evolve import save_start
+from world_models.dream.selection import real_check
 from world_models.models.controller import controller_to_flat
 from world_models.run_directory import load_run_config
 from world_models.seeds import fit_check_seeds
@@ -49,12 +49,9 @@ def main() -> None:
     print(f"wrote {folder}")
     if args.check:
         seeds = fit_check_seeds(args.check)
-        results = play_episodes(
-            config.env_id, "agent", list(seeds), config.eval.workers, config.eval.max_steps,
-            dict(run_dir=str(args.run), params=tuple(float(x) for x in flat)),
-        )
-        returns = np.array([r["return"] for r in results])
-        print(f"real: {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} "
+        episodes = real_check(args.run, config, flat, config.eval.workers, seeds)
+        real = np.array([episode["return"] for episode in episodes])
+        print(f"real: {real.mean():.1f} ± {real.std():.1f} over {len(real)} "
               f"episodes (seeds {seeds[0]}…{seeds[-1]})")
 
 

@@ -24,9 +24,9 @@ import jax
 import numpy as np
 
 from world_models.cli import run_cli
-from world_models.data.collection import play_episodes
 from world_models.dream.evolve import load_dream, save_start
 from world_models.dream.ppo import PPOSettings, make_train, policy_params
+from world_models.dream.selection import real_check
 from world_models.files import write_json
 from world_models.logs import plot_curves
 from world_models.run_directory import load_run_config
@@ -78,12 +78,8 @@ def main() -> None:
           f"last {returns[-1]:.1f}; wrote {out}")
     if args.check:
         seeds = fit_check_seeds(args.check)
-        results = play_episodes(
-            config.env_id, "agent", list(seeds), config.eval.workers,
-            config.eval.max_steps,
-            dict(run_dir=str(args.run), params=tuple(float(x) for x in flat)),
-        )
-        real = np.array([r["return"] for r in results])
+        episodes = real_check(args.run, config, flat, config.eval.workers, seeds)
+        real = np.array([episode["return"] for episode in episodes])
         print(f"real: {real.mean():.1f} ± {real.std():.1f} over {len(real)} "
               f"episodes (seeds {seeds[0]}…{seeds[-1]})")
 
