@@ -47,6 +47,12 @@ RESULTS = Path(__file__).parent / "results" / "train.json"
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def _forward_batch(model, x, keys):
+    """(recon, mu, logvar) of a batch through a variant's single-image ``__call__``:
+    the method ``vae_loss`` calls, as on ``ConvVAE``."""
+    return jax.vmap(lambda image, key: model(image, key=key))(x, keys)
+
+
 class NaiveConvVAE(eqx.Module):
     """The same network written the obvious way: eqx.nn.Conv2d / ConvTranspose2d, NCHW."""
 
@@ -86,6 +92,8 @@ class NaiveConvVAE(eqx.Module):
             h = jax.nn.relu(deconv(h))
         return jax.nn.sigmoid(self.decoder[-1](h)).transpose(1, 2, 0), mu, logvar
 
+    forward_batch = _forward_batch
+
 
 class XlaConvVAE(eqx.Module):
     """ConvVAE's parameters run through lax.conv_general_dilated in NHWC/HWIO.
@@ -116,6 +124,8 @@ class XlaConvVAE(eqx.Module):
             last = i == len(self.vae.decoder) - 1
             h = jax.nn.sigmoid(h) if last else jax.nn.relu(h)
         return h[0], mu, logvar
+
+    forward_batch = _forward_batch
 
 
 def make_vae_step(optimiser: optax.GradientTransformation) -> Callable:

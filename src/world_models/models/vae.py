@@ -122,10 +122,7 @@ def vae_terms(
 ) -> tuple[Float[Array, " batch"], Float[Array, " batch"]]:
     """Per image: summed squared reconstruction error and KL, with z sampled."""
     keys = jax.random.split(key, frames.shape[0])
-    if isinstance(model, ConvVAE):
-        recon, mu, logvar = model.forward_batch(frames, keys)
-    else:  # any module with the single-image __call__ (benchmark variants)
-        recon, mu, logvar = jax.vmap(lambda x, k: model(x, key=k))(frames, keys)
+    recon, mu, logvar = model.forward_batch(frames, keys)
     return jnp.sum((recon - frames) ** 2, axis=(1, 2, 3)), jax.vmap(kl_divergence)(
         mu, logvar
     )
