@@ -37,11 +37,14 @@ def _is_array_like(leaf: Any) -> bool:
 
 
 def _is_key(leaf: Any) -> bool:
-    return _is_array_like(leaf) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    return _is_array_like(leaf) and jax.dtypes.issubdtype(
+        leaf.dtype, jax.dtypes.prng_key
+    )
 
 
 def _to_storable(tree: Any) -> Any:
     arrays, _ = eqx.partition(tree, _is_array_like)
+
     def storable(x: Any) -> Any:
         if not _is_key(x):
             return x
@@ -79,12 +82,19 @@ class Checkpointer:
             try:
                 saved = json.loads(self._config_path.read_text())
             except json.JSONDecodeError:
-                raise CheckpointError(f"{self._config_path} is corrupt (not JSON)") from None
+                raise CheckpointError(
+                    f"{self._config_path} is corrupt (not JSON)"
+                ) from None
             changed = sorted(
-                key for key in set(saved) | set(self.config)
-                if key not in ignore and saved.get(key) != self.config.get(key)
-                and not (key not in saved and key in defaults
-                         and self.config.get(key) == defaults[key])
+                key
+                for key in set(saved) | set(self.config)
+                if key not in ignore
+                and saved.get(key) != self.config.get(key)
+                and not (
+                    key not in saved
+                    and key in defaults
+                    and self.config.get(key) == defaults[key]
+                )
             )
             if changed:
                 raise CheckpointError(
@@ -117,7 +127,9 @@ class Checkpointer:
             write_atomic_text(
                 self._config_path, json.dumps(self.config, indent=2, sort_keys=True)
             )
-        self.manager.save(step, args=ocp.args.StandardSave(_to_storable(state)), force=True)
+        self.manager.save(
+            step, args=ocp.args.StandardSave(_to_storable(state)), force=True
+        )
         self.manager.wait_until_finished()
 
     def restore(self, template: Any, step: int | None = None) -> Any:
@@ -134,16 +146,22 @@ class Checkpointer:
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _to_storable(template)
         )
         try:
-            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            restored = self.manager.restore(
+                step, args=ocp.args.StandardRestore(abstract)
+            )
         except Exception as error:  # orbax raises many types for damaged files
             raise CheckpointError(
                 f"checkpoint step {step} in {self.directory} cannot be read "
                 f"({type(error).__name__}: {error}); delete it or start over with --fresh"
             ) from error
         restored = jax.tree.map(
-            lambda saved, like: _wrap_key(saved, like) if _is_key(like)
-            else _check_shape(saved, like, self.directory),
-            restored, arrays,
+            lambda saved, like: (
+                _wrap_key(saved, like)
+                if _is_key(like)
+                else _check_shape(saved, like, self.directory)
+            ),
+            restored,
+            arrays,
         )
         return eqx.combine(restored, static)
 

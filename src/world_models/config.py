@@ -41,8 +41,12 @@ class CollectConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _require(len(self.policies) > 0, "collect.policies must name at least one policy")
-        _require(self.episodes_per_policy > 0, "collect.episodes_per_policy must be > 0")
+        _require(
+            len(self.policies) > 0, "collect.policies must name at least one policy"
+        )
+        _require(
+            self.episodes_per_policy > 0, "collect.episodes_per_policy must be > 0"
+        )
         _require(self.max_steps >= 0, "collect.max_steps must be >= 0")
         _require(self.workers > 0, "collect.workers must be > 0")
 
@@ -123,7 +127,9 @@ class RNNConfig:
         _require(0 <= self.dropout < 1, "rnn.dropout must be in [0, 1)")
         _require(self.heads > 0, "rnn.heads must be > 0")
         _require(0 <= self.open_loop_fraction <= 1, "rnn.open_loop_fraction in [0, 1]")
-        _require(self.open_loop_temperature > 0, "rnn.open_loop_temperature must be > 0")
+        _require(
+            self.open_loop_temperature > 0, "rnn.open_loop_temperature must be > 0"
+        )
         _require(self.log_std_min < self.log_std_max, "rnn.log_std_min < log_std_max")
         _require(0 <= self.val_fraction < 1, "rnn.val_fraction must be in [0, 1)")
         _require(self.eval_every > 0, "rnn.eval_every must be > 0")
@@ -168,14 +174,18 @@ class DreamConfig:
         _require(self.generations >= 0, "dream.generations must be >= 0")
         _require(self.temperature > 0, "dream.temperature must be > 0")
         _require(0 <= self.dropout < 1, "dream.dropout must be in [0, 1)")
-        _require(self.ensemble in ENSEMBLE_MODES,
-                 f"dream.ensemble must be one of {ENSEMBLE_MODES}")
+        _require(
+            self.ensemble in ENSEMBLE_MODES,
+            f"dream.ensemble must be one of {ENSEMBLE_MODES}",
+        )
         _require(self.max_steps >= 0, "dream.max_steps must be >= 0")
         _require(self.branch_every >= 0, "dream.branch_every must be >= 0")
         _require(self.real_eval_every > 0, "dream.real_eval_every must be > 0")
         _require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")
         _require(self.finalists >= 0, "dream.finalists must be >= 0")
-        _require(self.final_check_episodes > 0, "dream.final_check_episodes must be > 0")
+        _require(
+            self.final_check_episodes > 0, "dream.final_check_episodes must be > 0"
+        )
         _require(self.chunk_size >= 0, "dream.chunk_size must be >= 0")
 
 
@@ -192,8 +202,10 @@ class EvalConfig:
 
     def __post_init__(self):
         _require(self.episodes > 0, "eval.episodes must be > 0")
-        _require(0 <= self.baseline_episodes <= self.episodes,
-                 "eval.baseline_episodes must be in [0, eval.episodes]")
+        _require(
+            0 <= self.baseline_episodes <= self.episodes,
+            "eval.baseline_episodes must be in [0, eval.episodes]",
+        )
         _require(self.workers > 0, "eval.workers must be > 0")
         _require(self.max_steps >= 0, "eval.max_steps must be >= 0")
 
@@ -218,11 +230,17 @@ class PipelineConfig:
         _require(self.rounds > 0, "pipeline.rounds must be > 0")
         # A continued search tells a new M by its checkpoint step; a fresh M of the
         # same length would pass for the old one. A new search each round re-scores.
-        _require(not (self.retrain_rnn and self.warm_start_es),
-                 "pipeline.retrain_rnn needs pipeline.warm_start_es=false")
-        _require(not (self.retrain_rnn and self.freeze_lstm),
-                 "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn")
-        _require(self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0")
+        _require(
+            not (self.retrain_rnn and self.warm_start_es),
+            "pipeline.retrain_rnn needs pipeline.warm_start_es=false",
+        )
+        _require(
+            not (self.retrain_rnn and self.freeze_lstm),
+            "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn",
+        )
+        _require(
+            self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0"
+        )
         _require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
         _require(self.rnn_candidates > 0, "pipeline.rnn_candidates must be > 0")
 
@@ -230,7 +248,9 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class Config:
     env_id: str = "CarRacing-v3"
-    preset: str | None = None  # the preset make_config started from; None: these defaults
+    preset: str | None = (
+        None  # the preset make_config started from; None: these defaults
+    )
     collect: CollectConfig = field(default_factory=CollectConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     rnn: RNNConfig = field(default_factory=RNNConfig)
@@ -241,11 +261,15 @@ class Config:
     def __post_init__(self):
         from world_models.seeds import check_seed_plan
 
-        _require(self.preset is None or self.preset in PRESETS,
-                 f"unknown preset {self.preset!r}; known: {PRESETS}")
-        _require(self.pipeline.rnn_candidates == 1 or self.dream.finalists > 0,
-                 "pipeline.rnn_candidates > 1 compares the candidates' final checks: "
-                 "set dream.finalists > 0")
+        _require(
+            self.preset is None or self.preset in PRESETS,
+            f"unknown preset {self.preset!r}; known: {PRESETS}",
+        )
+        _require(
+            self.pipeline.rnn_candidates == 1 or self.dream.finalists > 0,
+            "pipeline.rnn_candidates > 1 compares the candidates' final checks: "
+            "set dream.finalists > 0",
+        )
         try:
             check_seed_plan(self)
         except ValueError as error:
@@ -258,8 +282,11 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def make_config(preset: str = "quick", env_id: str = "CarRacing-v3",
-                overrides: typing.Iterable[str] = ()) -> Config:
+def make_config(
+    preset: str = "quick",
+    env_id: str = "CarRacing-v3",
+    overrides: typing.Iterable[str] = (),
+) -> Config:
     """Build the config of ``preset`` for ``env_id`` with dotted ``key=value`` overrides."""
     from world_models.envs import get_spec
 
@@ -269,11 +296,13 @@ def make_config(preset: str = "quick", env_id: str = "CarRacing-v3",
     sections = preset_sections(preset)
     # Heuristic drivers exist for some envs only; elsewhere collect with brownian alone.
     sections["collect"]["policies"] = tuple(
-        p for p in sections["collect"].get("policies", CollectConfig.policies)
+        p
+        for p in sections["collect"].get("policies", CollectConfig.policies)
         if p == "brownian" or p in spec.heuristic_policies
     )
     sections["pipeline"]["heuristic_policies_later_rounds"] = tuple(
-        p for p in PipelineConfig.heuristic_policies_later_rounds
+        p
+        for p in PipelineConfig.heuristic_policies_later_rounds
         if p in spec.heuristic_policies
     )
     config = Config(
@@ -339,8 +368,10 @@ def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
             raise ConfigError(f"unknown field {key!r}; {section_name} has: {known}")
         value = _parse_value(text, hints[field_name], key)
         changes.setdefault(section_name, {})[field_name] = value
-    sections = {name: replace(getattr(config, name), **values)
-                for name, values in changes.items()}
+    sections = {
+        name: replace(getattr(config, name), **values)
+        for name, values in changes.items()
+    }
     return replace(config, **top, **sections) if top or sections else config
 
 
@@ -358,10 +389,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             bad = set(value) - set(section_hints)
             if bad:
                 raise ConfigError(f"unknown keys in section {name!r}: {sorted(bad)}")
-            kwargs[name] = hint(**{
-                key: tuple(v) if typing.get_origin(section_hints[key]) is tuple else v
-                for key, v in value.items()
-            })
+            kwargs[name] = hint(
+                **{
+                    key: tuple(v)
+                    if typing.get_origin(section_hints[key]) is tuple
+                    else v
+                    for key, v in value.items()
+                }
+            )
         else:
             kwargs[name] = value
     return Config(**kwargs)
@@ -381,7 +416,9 @@ def load_config(path: str | os.PathLike) -> Config:
 def config_diff(a: Config, b: Config) -> list[str]:
     """Dotted keys whose values differ between two configs."""
     flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
-    return sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
+    return sorted(
+        k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k)
+    )
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -63,8 +63,12 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
     return rows
 
 
-def plot_curves(metrics_path: str | os.PathLike, keys: list[str],
-                out_png: str | os.PathLike, title: str = "") -> None:
+def plot_curves(
+    metrics_path: str | os.PathLike,
+    keys: list[str],
+    out_png: str | os.PathLike,
+    title: str = "",
+) -> None:
     """One line per metric key against step; keys absent from the log are skipped."""
     import matplotlib
 

@@ -13,12 +13,29 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
     """What ``preset`` sets, by config section (every other field keeps its default)."""
     if preset == "smoke":
         return {
-            "collect": dict(policies=("brownian",), episodes_per_policy=2, max_steps=40),
-            "vae": dict(z_dim=8, batch_size=16, steps=20, eval_every=10, checkpoint_every=10),
-            "rnn": dict(hidden_size=16, num_mixtures=2, batch_size=4, seq_len=16, steps=20,
-                        eval_every=10, checkpoint_every=10),
-            "dream": dict(population=8, rollouts=2, generations=4, max_steps=30,
-                          real_eval_every=2, real_eval_episodes=1),
+            "collect": dict(
+                policies=("brownian",), episodes_per_policy=2, max_steps=40
+            ),
+            "vae": dict(
+                z_dim=8, batch_size=16, steps=20, eval_every=10, checkpoint_every=10
+            ),
+            "rnn": dict(
+                hidden_size=16,
+                num_mixtures=2,
+                batch_size=4,
+                seq_len=16,
+                steps=20,
+                eval_every=10,
+                checkpoint_every=10,
+            ),
+            "dream": dict(
+                population=8,
+                rollouts=2,
+                generations=4,
+                max_steps=30,
+                real_eval_every=2,
+                real_eval_episodes=1,
+            ),
             "eval": dict(episodes=2, max_steps=40, video=False),
             "pipeline": dict(on_policy_episodes=2),
         }
@@ -28,12 +45,27 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
             # on 100-step windows and the dream lasts 400 steps: 1000-step windows and
             # dreams transferred far worse (docs/transfer.md).
             "collect": dict(episodes_per_policy=16, max_steps=0),
-            "vae": dict(batch_size=64, steps=1500, eval_every=250, checkpoint_every=500),
-            "rnn": dict(batch_size=32, seq_len=100, steps=1500, eval_every=250,
-                        checkpoint_every=250),
-            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
-                          finalists=3, final_check_episodes=16),
+            "vae": dict(
+                batch_size=64, steps=1500, eval_every=250, checkpoint_every=500
+            ),
+            "rnn": dict(
+                batch_size=32,
+                seq_len=100,
+                steps=1500,
+                eval_every=250,
+                checkpoint_every=250,
+            ),
+            "dream": dict(
+                population=64,
+                rollouts=16,
+                generations=60,
+                max_steps=400,
+                real_eval_every=5,
+                real_eval_episodes=8,
+                chunk_size=256,
+                finalists=3,
+                final_check_episodes=16,
+            ),
             "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
             # Two M's, the one whose controller plays best kept (docs/transfer.md,
             # seventh pass): M's seed has moved the test score by 190-450 points.
@@ -43,25 +75,53 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
         # About 4x quick's data and training, sized for ~75 minutes on 2 CPU cores.
         return {
             "collect": dict(episodes_per_policy=40, max_steps=0),
-            "vae": dict(batch_size=64, steps=3000, eval_every=500, checkpoint_every=500),
-            "rnn": dict(batch_size=32, seq_len=100, steps=4000, eval_every=500,
-                        checkpoint_every=500),
-            "dream": dict(population=64, rollouts=16, generations=60, max_steps=400,
-                          real_eval_every=5, real_eval_episodes=8, chunk_size=256,
-                          finalists=3, final_check_episodes=16),
+            "vae": dict(
+                batch_size=64, steps=3000, eval_every=500, checkpoint_every=500
+            ),
+            "rnn": dict(
+                batch_size=32,
+                seq_len=100,
+                steps=4000,
+                eval_every=500,
+                checkpoint_every=500,
+            ),
+            "dream": dict(
+                population=64,
+                rollouts=16,
+                generations=60,
+                max_steps=400,
+                real_eval_every=5,
+                real_eval_episodes=8,
+                chunk_size=256,
+                finalists=3,
+                final_check_episodes=16,
+            ),
             "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
             "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
         }
     if preset == "full":
         return {
             "collect": dict(episodes_per_policy=3000, max_steps=1000, workers=16),
-            "vae": dict(batch_size=100, steps=100_000, eval_every=2000,
-                        checkpoint_every=5000),
-            "rnn": dict(batch_size=100, seq_len=999, steps=20_000, eval_every=1000,
-                        checkpoint_every=2000),
-            "dream": dict(population=256, rollouts=16, generations=1000, max_steps=1000,
-                          real_eval_every=25, real_eval_episodes=16, finalists=3,
-                          final_check_episodes=16),
+            "vae": dict(
+                batch_size=100, steps=100_000, eval_every=2000, checkpoint_every=5000
+            ),
+            "rnn": dict(
+                batch_size=100,
+                seq_len=999,
+                steps=20_000,
+                eval_every=1000,
+                checkpoint_every=2000,
+            ),
+            "dream": dict(
+                population=256,
+                rollouts=16,
+                generations=1000,
+                max_steps=1000,
+                real_eval_every=25,
+                real_eval_episodes=16,
+                finalists=3,
+                final_check_episodes=16,
+            ),
             "eval": dict(episodes=100, workers=16),
             "pipeline": dict(on_policy_episodes=500),
         }

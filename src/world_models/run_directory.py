@@ -51,12 +51,16 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
     return config
 
 
-def load_run_config(run_dir: str | os.PathLike, overrides: typing.Iterable[str] = ()) -> Config:
+def load_run_config(
+    run_dir: str | os.PathLike, overrides: typing.Iterable[str] = ()
+) -> Config:
     """The config saved in ``run_dir``; overrides that would change it are refused."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} does not exist; run collect_data.py "
-                          "or run_pipeline.py with --run first")
+        raise ConfigError(
+            f"run directory {run_dir} does not exist; run collect_data.py "
+            "or run_pipeline.py with --run first"
+        )
     saved = load_config(run_dir / CONFIG_FILENAME)
     overrides = list(overrides)
     if overrides:

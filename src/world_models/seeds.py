@@ -30,7 +30,13 @@ CHECK_STRIDE = 1_000
 SELECTION_BASE = BAND
 COLLECTION_BASE = 2 * BAND
 COLLECTION_SLOTS = (
-    "brownian", "recovery", "aggressive", "on_policy", "agent", "reckless", "understeer",
+    "brownian",
+    "recovery",
+    "aggressive",
+    "on_policy",
+    "agent",
+    "reckless",
+    "understeer",
     "overspeed",
 )
 MAX_ROUNDS = BAND // ROUND_STRIDE
@@ -115,8 +121,9 @@ def check_seed_plan(config: Any) -> None:
     problems = []
     if not 0 <= config.eval.seed <= BAND - config.eval.episodes:
         problems.append(f"eval.seed must be in [0, {BAND - config.eval.episodes}]")
-    per_policy = max(config.collect.episodes_per_policy,
-                     config.pipeline.on_policy_episodes)
+    per_policy = max(
+        config.collect.episodes_per_policy, config.pipeline.on_policy_episodes
+    )
     if not 0 <= config.collect.seed <= POLICY_STRIDE - per_policy:
         problems.append(
             f"collect.seed + episodes per policy ({per_policy}) must fit in "

@@ -85,7 +85,11 @@ class PixelDriver:
         self.brake_margin, self.steer_noise = brake_margin, steer_noise
         self.swerve_prob, self.swerve_steps = swerve_prob, swerve_steps
         self.steer_gain, self.gain_steps = steer_gain, gain_steps
-        self.rush_prob, self.rush_speed, self.rush_steps = rush_prob, rush_speed, rush_steps
+        self.rush_prob, self.rush_speed, self.rush_steps = (
+            rush_prob,
+            rush_speed,
+            rush_steps,
+        )
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -170,7 +174,9 @@ class PixelDriver:
 def _require_carracing(env_id: str, name: str) -> None:
     """The env registry says which envs each pixel driver was written for."""
     if name not in get_spec(env_id).heuristic_policies:
-        drivable = sorted(e for e, spec in ENVS.items() if name in spec.heuristic_policies)
+        drivable = sorted(
+            e for e, spec in ENVS.items() if name in spec.heuristic_policies
+        )
         raise ValueError(
             f"policy {name!r} drives {', '.join(drivable)} only, not {env_id!r}"
         )
@@ -281,8 +287,11 @@ class RecklessDriver:
         if self.hold_left == 0:
             self.hold_left = int(self.rng.integers(*self.hold_steps))
             steer = self.rng.choice([-1.0, 1.0]) * self.rng.uniform(*self.steer_range)
-            gas = 0.0 if self.rng.random() < self.stop_prob else self.rng.uniform(
-                *self.gas_range)
+            gas = (
+                0.0
+                if self.rng.random() < self.stop_prob
+                else self.rng.uniform(*self.gas_range)
+            )
             self.held = np.array([steer, gas, 0.0], np.float32)
         self.hold_left -= 1
         return self.held.copy()
@@ -299,8 +308,12 @@ def make_reckless(
     """``steer_range``: the held steering's magnitude (its sign is a coin flip)."""
     _require_carracing(env_id, "reckless")
     return RecklessDriver(
-        make_recovery(env_id), tuple(drive_steps), tuple(hold_steps),
-        tuple(steer_range), tuple(gas_range), stop_prob,
+        make_recovery(env_id),
+        tuple(drive_steps),
+        tuple(hold_steps),
+        tuple(steer_range),
+        tuple(gas_range),
+        stop_prob,
     )
 
 

@@ -103,7 +103,9 @@ class MDNRNN(eqx.Module):
         raw = raw.reshape(self.num_heads, -1)
         mixture = raw[:, :-2].reshape(self.num_heads, 3, self.z_dim, self.num_mixtures)
         log_sigma = jnp.clip(mixture[:, 2], self.log_std_min, self.log_std_max)
-        return MDNOutput(mixture[:, 0], mixture[:, 1], log_sigma, raw[:, -2], raw[:, -1])
+        return MDNOutput(
+            mixture[:, 0], mixture[:, 1], log_sigma, raw[:, -2], raw[:, -1]
+        )
 
     def step_heads(
         self,

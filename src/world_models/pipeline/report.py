@@ -37,8 +37,9 @@ def eval_results(run_dir: Path, name: str) -> list[dict[str, Any]] | None:
     return json.loads(path.read_text())["results"] if path.exists() else None
 
 
-def _score(result: dict[str, Any] | None,
-           episodes: list[dict[str, Any]] | None = None) -> str:
+def _score(
+    result: dict[str, Any] | None, episodes: list[dict[str, Any]] | None = None
+) -> str:
     if episodes:
         s = summarize(e["return"] for e in episodes)
         mean, std, sem, n = s.mean, s.std, s.sem, s.n
@@ -66,65 +67,100 @@ def _paired_rows(run_dir: Path, rounds: list[int]) -> list[str]:
         except ValueError as error:
             rows.append(f"| {k} − {k - 1} | not paired: {error} | | | |")
             continue
-        rows.append(f"| {k} − {k - 1} | {d.mean:+.1f} | {d.sem:.1f} | {d.t:+.2f} "
-                    f"| {d.n} |")
+        rows.append(
+            f"| {k} − {k - 1} | {d.mean:+.1f} | {d.sem:.1f} | {d.t:+.2f} | {d.n} |"
+        )
     return rows
 
 
 def _links(run_dir: Path, pattern: str) -> list[str]:
-    return [f"![{p.stem}]({p.relative_to(run_dir)})" if p.suffix in (".png", ".gif")
-            else f"[{p.name}]({p.relative_to(run_dir)})"
-            for p in sorted(run_dir.glob(pattern))]
+    return [
+        f"![{p.stem}]({p.relative_to(run_dir)})"
+        if p.suffix in (".png", ".gif")
+        else f"[{p.name}]({p.relative_to(run_dir)})"
+        for p in sorted(run_dir.glob(pattern))
+    ]
 
 
 def render_report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     markers = read_markers(run_dir)
-    lines = [f"# World Models run: {run_dir.name}", "",
-             f"Environment **{config.env_id}**, preset **{config.preset or 'none'}**, "
-             f"{config.pipeline.rounds} round(s). Full settings: [config.json](config.json).",
-             ""]
+    lines = [
+        f"# World Models run: {run_dir.name}",
+        "",
+        f"Environment **{config.env_id}**, preset **{config.preset or 'none'}**, "
+        f"{config.pipeline.rounds} round(s). Full settings: [config.json](config.json).",
+        "",
+    ]
 
-    lines += ["## Data", "", "| round | policy | episodes | frames | return (mean ± std) |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "## Data",
+        "",
+        "| round | policy | episodes | frames | return (mean ± std) |",
+        "|---|---|---|---|---|",
+    ]
     for record in markers:
         if record["stage"] == "collect":
             for policy, s in record["summary"].items():
-                lines.append(f"| {record['round']} | {policy} | {s['episodes']} | "
-                             f"{s['frames']} | {s['return_mean']:.1f} ± {s['return_std']:.1f} |")
+                lines.append(
+                    f"| {record['round']} | {policy} | {s['episodes']} | "
+                    f"{s['frames']} | {s['return_mean']:.1f} ± {s['return_std']:.1f} |"
+                )
     lines.append("")
 
     last_seed = config.eval.seed + config.eval.episodes - 1
-    lines += ["## Real score per round", "",
-              (f"Mean ± std (population std, ddof 0) over the same "
-               f"{config.eval.episodes} seeded episodes (seeds {config.eval.seed}.."
-               f"{last_seed}; baselines on the first "
-               f"{config.eval.baseline_episodes or config.eval.episodes} of them); SE is "
-               "the standard error of the mean (ddof 1 std / √n)."),
-              "", "| round | agent (dream-trained C) | brownian | zero controller "
-              "| kept C: generation (its selection score) |", "|---|---|---|---|---|"]
+    lines += [
+        "## Real score per round",
+        "",
+        (
+            f"Mean ± std (population std, ddof 0) over the same "
+            f"{config.eval.episodes} seeded episodes (seeds {config.eval.seed}.."
+            f"{last_seed}; baselines on the first "
+            f"{config.eval.baseline_episodes or config.eval.episodes} of them); SE is "
+            "the standard error of the mean (ddof 1 std / √n)."
+        ),
+        "",
+        "| round | agent (dream-trained C) | brownian | zero controller "
+        "| kept C: generation (its selection score) |",
+        "|---|---|---|---|---|",
+    ]
     baselines: dict[str, Any] = {}
     brownian, zero = eval_results(run_dir, "brownian"), eval_results(run_dir, "zero")
     searches = {r["round"]: r["summary"] for r in markers if r["stage"] == "dream"}
     for record in markers:
         if record["stage"] == "test":
-            baselines.update({k: v for k, v in record["summary"].items() if k != "agent"})
+            baselines.update(
+                {k: v for k, v in record["summary"].items() if k != "agent"}
+            )
             search = searches.get(record["round"], {})
-            kept = (f"{search['best_generation']} ({search['best_real_score']:.1f})"
-                    if "best_generation" in search else "–")
-            agent = _score(record["summary"].get("agent"),
-                           eval_results(run_dir, f"round{record['round']}_agent"))
-            lines.append(f"| {record['round']} | {agent} | "
-                         f"{_score(baselines.get('brownian'), brownian)} | "
-                         f"{_score(baselines.get('zero'), zero)} | {kept} |")
+            kept = (
+                f"{search['best_generation']} ({search['best_real_score']:.1f})"
+                if "best_generation" in search
+                else "–"
+            )
+            agent = _score(
+                record["summary"].get("agent"),
+                eval_results(run_dir, f"round{record['round']}_agent"),
+            )
+            lines.append(
+                f"| {record['round']} | {agent} | "
+                f"{_score(baselines.get('brownian'), brownian)} | "
+                f"{_score(baselines.get('zero'), zero)} | {kept} |"
+            )
     lines.append("")
     tested = [r["round"] for r in markers if r["stage"] == "test"]
     paired = _paired_rows(run_dir, tested)
     if paired:
-        lines += [("Agent of round k minus agent of round k − 1, paired by seed (t has "
-                   "n − 1 degrees of freedom):"), "",
-                  "| rounds | mean difference | SE | t | n |", "|---|---|---|---|---|"]
+        lines += [
+            (
+                "Agent of round k minus agent of round k − 1, paired by seed (t has "
+                "n − 1 degrees of freedom):"
+            ),
+            "",
+            "| rounds | mean difference | SE | t | n |",
+            "|---|---|---|---|---|",
+        ]
         lines += paired + [""]
 
     lines += _candidates_section(run_dir)
@@ -132,8 +168,11 @@ def render_report(run_dir: str | Path) -> str:
     lines += calibration_section(run_dir)
 
     lines += ["## Training", ""]
-    for name, title in (("vae", "V (ConvVAE)"), ("rnn", "M (MDN-RNN)"),
-                        ("dream", "C (CMA-ES in the dream)")):
+    for name, title in (
+        ("vae", "V (ConvVAE)"),
+        ("rnn", "M (MDN-RNN)"),
+        ("dream", "C (CMA-ES in the dream)"),
+    ):
         rows = read_metrics(run_dir / name / "metrics.jsonl")
         if not rows:
             continue
@@ -142,16 +181,26 @@ def render_report(run_dir: str | Path) -> str:
         for prefix in ("train_", "val_", "dream_", "real_", "best_"):
             latest = _latest(rows, prefix)
             if latest:
-                values = ", ".join(f"{k} {v:.4g} (step {step})"
-                                   for k, (step, v) in sorted(latest.items()))
+                values = ", ".join(
+                    f"{k} {v:.4g} (step {step})"
+                    for k, (step, v) in sorted(latest.items())
+                )
                 lines.append(f"- {prefix.rstrip('_')}: {values}")
         lines.append("")
         # the calibration plot is shown in its own section
-        lines += [link for link in _links(run_dir, f"{name}/*.png")
-                  if not link.endswith(f"/{PLOT_NAME})")]
+        lines += [
+            link
+            for link in _links(run_dir, f"{name}/*.png")
+            if not link.endswith(f"/{PLOT_NAME})")
+        ]
         lines.append("")
 
-    lines += ["## Wall time per stage", "", "| round | stage | seconds |", "|---|---|---|"]
+    lines += [
+        "## Wall time per stage",
+        "",
+        "| round | stage | seconds |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['round']} | {r['stage']} | {r['seconds']:.1f} |" for r in markers]
     lines += [f"| all | total | {sum(r['seconds'] for r in markers):.1f} |", ""]
 
@@ -159,7 +208,12 @@ def render_report(run_dir: str | Path) -> str:
     if error_tables:
         lines += ["## World-model prediction error (pixel MSE, 84×84 grayscale)", ""]
         for table in error_tables:
-            lines += [f"From `{table.relative_to(run_dir)}`:", "", table.read_text(), ""]
+            lines += [
+                f"From `{table.relative_to(run_dir)}`:",
+                "",
+                table.read_text(),
+                "",
+            ]
             lines += _links(run_dir, f"{table.parent.relative_to(run_dir)}/*.png")[:2]
             lines.append("")
 
@@ -180,18 +234,25 @@ def _candidates_section(run_dir: Path) -> list[str]:
     record = load_candidates(run_dir)
     if not record:
         return []
-    lines = ["## M candidates", "",
-             ("Round 0 trained one M per seed and searched a controller in each dream; "
-              "the M whose kept controller scored best on the shared final block is "
-              "the run's. Each candidate's search is in `candidates/m<index>`."), "",
-             "| candidate | M seed | kept generation | final check | seeds |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "## M candidates",
+        "",
+        (
+            "Round 0 trained one M per seed and searched a controller in each dream; "
+            "the M whose kept controller scored best on the shared final block is "
+            "the run's. Each candidate's search is in `candidates/m<index>`."
+        ),
+        "",
+        "| candidate | M seed | kept generation | final check | seeds |",
+        "|---|---|---|---|---|",
+    ]
     for row in record["candidates"]:
         chosen = " (chosen)" if row["index"] == record["chosen"] else ""
         lines.append(
             f"| m{row['index']}{chosen} | {row['rnn_seed']} | {row['kept_generation']} | "
             f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
-            f"{row['seeds'][0]}..{row['seeds'][1]} |")
+            f"{row['seeds'][0]}..{row['seeds'][1]} |"
+        )
     return lines + [""]
 
 
@@ -199,16 +260,23 @@ def _finalists_section(run_dir: Path) -> list[str]:
     record = load_finalists(run_dir)
     if not record:
         return []
-    lines = ["## Final check", "",
-             ("The best real checks of the search played again on one shared block of "
-              "selection seeds; the best there is the kept controller."), "",
-             "| at generation | finalist (generation) | its check | final check | seeds |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "## Final check",
+        "",
+        (
+            "The best real checks of the search played again on one shared block of "
+            "selection seeds; the best there is the kept controller."
+        ),
+        "",
+        "| at generation | finalist (generation) | its check | final check | seeds |",
+        "|---|---|---|---|---|",
+    ]
     for at, check in record.items():
         for row in check["finalists"]:
             kept = " (kept)" if row["generation"] == check["kept_generation"] else ""
             lines.append(
                 f"| {at} | {row['generation']}{kept} | {row['check_score']:.1f} | "
                 f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
-                f"{check['seeds'][0]}..{check['seeds'][1]} |")
+                f"{check['seeds'][0]}..{check['seeds'][1]} |"
+            )
     return lines + [""]

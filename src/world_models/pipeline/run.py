@@ -30,8 +30,9 @@ from world_models.seeds import collection_seeds
 BASELINES = ("brownian", "zero")
 
 
-def _run_stage(run_dir: Path, round_index: int, stage: str,
-               work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _run_stage(
+    run_dir: Path, round_index: int, stage: str, work: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     done = read_marker(run_dir, round_index, stage)
     if done is not None:
         print(f"[round {round_index}] {stage}: done earlier, skipped")
@@ -39,8 +40,12 @@ def _run_stage(run_dir: Path, round_index: int, stage: str,
     print(f"[round {round_index}] {stage} ...", flush=True)
     start = time.perf_counter()
     summary = work() or {}
-    record = {"stage": stage, "round": round_index,
-              "seconds": round(time.perf_counter() - start, 2), "summary": summary}
+    record = {
+        "stage": stage,
+        "round": round_index,
+        "seconds": round(time.perf_counter() - start, 2),
+        "summary": summary,
+    }
     path = marker_path(run_dir, round_index, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic_text(path, json.dumps(record, indent=2, default=_jsonable))
@@ -55,8 +60,9 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-def run_pipeline(run_dir: str | Path, config: Config, fresh: bool = False,
-                 progress: bool = True) -> Path:
+def run_pipeline(
+    run_dir: str | Path, config: Config, fresh: bool = False, progress: bool = True
+) -> Path:
     """Run (or resume) every stage of every round; returns the path of report.md."""
     run_dir = Path(run_dir)
     if fresh and run_dir.exists():
@@ -78,26 +84,48 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
         if k == 0:
             manifests = collection.collect_round(run_dir, config, 0, progress=progress)
         else:
-            manifests = collection.collect_round(
-                run_dir, config, k, policies=settings.heuristic_policies_later_rounds,
-                progress=progress) if settings.heuristic_policies_later_rounds else {}
+            manifests = (
+                collection.collect_round(
+                    run_dir,
+                    config,
+                    k,
+                    policies=settings.heuristic_policies_later_rounds,
+                    progress=progress,
+                )
+                if settings.heuristic_policies_later_rounds
+                else {}
+            )
             if settings.on_policy_episodes:
                 manifests["on_policy"] = collection.collect(
-                    collection.round_dir(run_dir, k, "on_policy"), config.env_id,
-                    "on_policy", settings.on_policy_episodes,
+                    collection.round_dir(run_dir, k, "on_policy"),
+                    config.env_id,
+                    "on_policy",
+                    settings.on_policy_episodes,
                     collection_seeds(config, k, "on_policy").start,
-                    config.collect.workers, config.collect.max_steps,
+                    config.collect.workers,
+                    config.collect.max_steps,
                     dict(run_dir=str(run_dir), noise=settings.on_policy_noise),
-                    progress=progress)
+                    progress=progress,
+                )
         return {name: _manifest_summary(m) for name, m in manifests.items()}
 
     _run_stage(run_dir, k, "collect", collect)
     if k == 0 or settings.retrain_vae:
-        _run_stage(run_dir, k, "vae", lambda: train_vae(
-            run_dir, total_steps=(k + 1) * config.vae.steps, progress=progress))
+        _run_stage(
+            run_dir,
+            k,
+            "vae",
+            lambda: train_vae(
+                run_dir, total_steps=(k + 1) * config.vae.steps, progress=progress
+            ),
+        )
     # Encoding is idempotent per V checkpoint: a retrained V re-encodes every episode.
-    _run_stage(run_dir, k, "encode", lambda: {
-        "files_written": encode_run(run_dir, progress=progress)})
+    _run_stage(
+        run_dir,
+        k,
+        "encode",
+        lambda: {"files_written": encode_run(run_dir, progress=progress)},
+    )
     if k == 0 and settings.rnn_candidates > 1:
         _train_candidates(run_dir, config, progress)
     else:
@@ -115,19 +143,39 @@ def _train_m_and_search(run_dir: Path, config: Config, k: int, progress: bool) -
         _run_stage(run_dir, k, "rnn_reset", lambda: _set_aside(run_dir, "rnn", k))
         rnn_steps = config.rnn.steps
     frozen_after = config.rnn.steps if settings.freeze_lstm else None
-    _run_stage(run_dir, k, "rnn", lambda: train_rnn(
-        run_dir, total_steps=rnn_steps, progress=progress, lstm_frozen_after=frozen_after))
+    _run_stage(
+        run_dir,
+        k,
+        "rnn",
+        lambda: train_rnn(
+            run_dir,
+            total_steps=rnn_steps,
+            progress=progress,
+            lstm_frozen_after=frozen_after,
+        ),
+    )
     start_from = None
     if settings.warm_start_es:  # the search goes on: (k + 1) x the generations in all
         generations = (k + 1) * config.dream.generations
     else:  # a new search each round from the last kept controller; old ones kept aside
         generations = config.dream.generations
         if k > 0:
-            _run_stage(run_dir, k, "dream_reset", lambda: _set_aside(run_dir, "dream", k))
+            _run_stage(
+                run_dir, k, "dream_reset", lambda: _set_aside(run_dir, "dream", k)
+            )
             start_from = run_dir / f"dream_round{k - 1}"
-    _run_stage(run_dir, k, "dream", lambda: evolve(
-        run_dir, total_generations=generations, progress=progress, round_index=k,
-        start_from=start_from))
+    _run_stage(
+        run_dir,
+        k,
+        "dream",
+        lambda: evolve(
+            run_dir,
+            total_generations=generations,
+            progress=progress,
+            round_index=k,
+            start_from=start_from,
+        ),
+    )
 
 
 def _train_candidates(run_dir: Path, config: Config, progress: bool) -> None:
@@ -139,15 +187,32 @@ def _train_candidates(run_dir: Path, config: Config, progress: bool) -> None:
 
     for index in range(config.pipeline.rnn_candidates):
         folder = candidates.prepare_candidate(run_dir, config, index)
-        _run_stage(run_dir, 0, f"rnn_m{index}", lambda f=folder: train_rnn(
-            f, total_steps=config.rnn.steps, progress=progress))
-        _run_stage(run_dir, 0, f"dream_m{index}", lambda f=folder: evolve(
-            f, total_generations=config.dream.generations, progress=progress))
-    chosen = _run_stage(run_dir, 0, "choose_m", lambda: candidates.choose_candidate(
-        run_dir, config))["summary"]["chosen"]
+        _run_stage(
+            run_dir,
+            0,
+            f"rnn_m{index}",
+            lambda f=folder: train_rnn(
+                f, total_steps=config.rnn.steps, progress=progress
+            ),
+        )
+        _run_stage(
+            run_dir,
+            0,
+            f"dream_m{index}",
+            lambda f=folder: evolve(
+                f, total_generations=config.dream.generations, progress=progress
+            ),
+        )
+    chosen = _run_stage(
+        run_dir, 0, "choose_m", lambda: candidates.choose_candidate(run_dir, config)
+    )["summary"]["chosen"]
     for stage in ("rnn", "dream"):  # the round's own markers: the chosen candidate's
-        _run_stage(run_dir, 0, stage,
-                   lambda s=stage: read_marker(run_dir, 0, f"{s}_m{chosen}")["summary"])
+        _run_stage(
+            run_dir,
+            0,
+            stage,
+            lambda s=stage: read_marker(run_dir, 0, f"{s}_m{chosen}")["summary"],
+        )
 
 
 def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -155,8 +220,12 @@ def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
     returns = np.array([e["return"] for e in manifest["episodes"]], np.float64)
     lengths = np.array([e["length"] for e in manifest["episodes"]])
-    return {"episodes": len(returns), "frames": int(lengths.sum() + len(lengths)),
-            "return_mean": float(returns.mean()), "return_std": float(returns.std())}
+    return {
+        "episodes": len(returns),
+        "frames": int(lengths.sum() + len(lengths)),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+    }
 
 
 def _set_aside(run_dir: Path, folder: str, k: int) -> dict[str, Any]:
@@ -170,14 +239,24 @@ def _set_aside(run_dir: Path, folder: str, k: int) -> dict[str, Any]:
 def _test(run_dir: Path, config: Config, k: int, progress: bool) -> dict[str, Any]:
     from world_models.evaluation.real import evaluate_run, record_video
 
-    results = {"agent": evaluate_run(run_dir, name=f"round{k}_agent", progress=progress)}
+    results = {
+        "agent": evaluate_run(run_dir, name=f"round{k}_agent", progress=progress)
+    }
     if config.eval.video:
         seed = config.eval.seed
-        record_video(run_dir, seed, out_path=run_dir / "eval" / f"round{k}_agent_seed{seed}.mp4")
+        record_video(
+            run_dir, seed, out_path=run_dir / "eval" / f"round{k}_agent_seed{seed}.mp4"
+        )
     if k == 0:  # baselines do not change between rounds: score them once, same seeds
         for baseline in BASELINES:
-            results[baseline] = evaluate_run(run_dir, name=baseline, policy=baseline,
-                                             episodes=config.eval.baseline_episodes or None,
-                                             progress=progress)
-    return {name: {key: r[key] for key in ("mean", "std", "episodes")}
-            for name, r in results.items()}
+            results[baseline] = evaluate_run(
+                run_dir,
+                name=baseline,
+                policy=baseline,
+                episodes=config.eval.baseline_episodes or None,
+                progress=progress,
+            )
+    return {
+        name: {key: r[key] for key in ("mean", "std", "episodes")}
+        for name, r in results.items()
+    }
