@@ -11,10 +11,10 @@ Starts (``dream/starts.py``): by default the first frame of every real episode w
 the state at zero, exactly like the acting agent at reset. With ``branch_every`` = k > 0
 the pool also holds every k-th frame of every episode, with the state M reaches by
 reading the real episode up to that frame (teacher forcing on V's posterior means).
-Dreams branched off real data this way, with a short horizon, keep M close to the states it was trained on: its
-errors have few steps to compound, and a controller cannot drive the dream far into
-states no real episode visited before the dream ends (the short model rollouts from
-real states of model-based RL).
+Dreams branched off real data this way, with a short horizon, keep M close to the
+states it was trained on: its errors have few steps to compound, and a controller
+cannot drive the dream far into states no real episode visited before the dream ends
+(the short model rollouts from real states of model-based RL).
 
 Termination: the dream ends at the first step whose termination probability
 sigmoid(done_logit) exceeds ``done_threshold`` (0.5, the paper's Doom rule). That step
@@ -149,6 +149,8 @@ class Dream(eqx.Module):
     def reset(self, key: PRNGKeyArray) -> tuple[Float[Array, " obs"], DreamState]:
         """A dream episode begins: observation [z, h] and the state, from ``key``
         (the start, the dropout mask and the ensemble member are drawn here)."""
+        # the second key is the rollout's noise key (``_play``): the same split as
+        # before the dream was an environment, so its returns are unchanged
         start_key, _, mask_key, member_key = jax.random.split(key, 4)
         rnn_state, z = self.sample_start(start_key)
         state = DreamState(
