@@ -19,10 +19,9 @@ import numpy as np
 from world_models.cli import run_cli
 from world_models.data.episodes import list_episodes
 from world_models.dream.evolve import save_start
-from world_models.dream.selection import real_check
+from world_models.dream.selection import check_start
 from world_models.models.controller import controller_to_flat
 from world_models.run_directory import load_run_config
-from world_models.seeds import fit_check_seeds
 from world_models.training.imitation import fit_linear_controller
 from world_models.training.rnn import load_rnn
 
@@ -48,11 +47,7 @@ def main() -> None:
     print(f"fitted to {len(paths)} episodes; R² per output: {np.round(r2, 3).tolist()}")
     print(f"wrote {folder}")
     if args.check:
-        seeds = fit_check_seeds(args.check)
-        episodes = real_check(args.run, config, flat, config.eval.workers, seeds)
-        real = np.array([episode["return"] for episode in episodes])
-        print(f"real: {real.mean():.1f} ± {real.std():.1f} over {len(real)} "
-              f"episodes (seeds {seeds[0]}…{seeds[-1]})")
+        print(check_start(args.run, config, flat, args.check))
 
 
 if __name__ == "__main__":

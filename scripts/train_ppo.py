@@ -26,11 +26,10 @@ import numpy as np
 from world_models.cli import run_cli
 from world_models.dream.evolve import load_dream, save_start
 from world_models.dream.ppo import PPOSettings, make_train, policy_params
-from world_models.dream.selection import real_check
+from world_models.dream.selection import check_start
 from world_models.files import write_json
 from world_models.logs import plot_curves
 from world_models.run_directory import load_run_config
-from world_models.seeds import fit_check_seeds
 
 
 def main() -> None:
@@ -77,11 +76,7 @@ def main() -> None:
     print(f"dream return per episode: first update {returns[0]:.1f}, "
           f"last {returns[-1]:.1f}; wrote {out}")
     if args.check:
-        seeds = fit_check_seeds(args.check)
-        episodes = real_check(args.run, config, flat, config.eval.workers, seeds)
-        real = np.array([episode["return"] for episode in episodes])
-        print(f"real: {real.mean():.1f} ± {real.std():.1f} over {len(real)} "
-              f"episodes (seeds {seeds[0]}…{seeds[-1]})")
+        print(check_start(args.run, config, flat, args.check))
 
 
 if __name__ == "__main__":

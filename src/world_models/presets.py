@@ -8,6 +8,20 @@ from typing import Any
 
 PRESETS = ("smoke", "quick", "standard", "full")
 
+# The search and the test of the two 2-core presets (quick and standard)
+CPU_DREAM = dict(
+    population=64,
+    rollouts=16,
+    generations=60,
+    max_steps=400,
+    real_eval_every=5,
+    real_eval_episodes=8,
+    chunk_size=256,
+    finalists=3,
+    final_check_episodes=16,
+)
+CPU_EVAL = dict(episodes=100, max_steps=0, baseline_episodes=20)
+
 
 def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
     """What ``preset`` sets, by config section (every other field keeps its default)."""
@@ -55,18 +69,8 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
                 eval_every=250,
                 checkpoint_every=250,
             ),
-            "dream": dict(
-                population=64,
-                rollouts=16,
-                generations=60,
-                max_steps=400,
-                real_eval_every=5,
-                real_eval_episodes=8,
-                chunk_size=256,
-                finalists=3,
-                final_check_episodes=16,
-            ),
-            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
+            "dream": dict(CPU_DREAM),
+            "eval": dict(CPU_EVAL),
             # Two M's, the one whose controller plays best kept (docs/transfer.md,
             # seventh pass): M's seed has moved the test score by 190-450 points.
             "pipeline": dict(on_policy_episodes=8, rnn_candidates=2),
@@ -85,18 +89,8 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
                 eval_every=500,
                 checkpoint_every=500,
             ),
-            "dream": dict(
-                population=64,
-                rollouts=16,
-                generations=60,
-                max_steps=400,
-                real_eval_every=5,
-                real_eval_episodes=8,
-                chunk_size=256,
-                finalists=3,
-                final_check_episodes=16,
-            ),
-            "eval": dict(episodes=100, max_steps=0, baseline_episodes=20),
+            "dream": dict(CPU_DREAM),
+            "eval": dict(CPU_EVAL),
             "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
         }
     if preset == "full":

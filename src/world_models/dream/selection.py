@@ -23,7 +23,7 @@ from world_models.config import Config
 from world_models.envs import get_spec, step_limit
 from world_models.files import write_atomic_text
 from world_models.logs import MetricsLogger
-from world_models.seeds import final_check_seeds, selection_seeds
+from world_models.seeds import final_check_seeds, fit_check_seeds, selection_seeds
 
 FINALISTS_FILENAME = "finalists.json"
 
@@ -49,6 +49,17 @@ def real_check(
             run_dir=str(run_dir), params=tuple(np.asarray(params).tolist())
         ),
     )
+
+
+def check_start(
+    run_dir: str | os.PathLike, config: Config, params: np.ndarray, episodes: int
+) -> str:
+    """A saved start (a fitted or PPO controller) played on ``episodes`` seeds of the
+    fit-check block, as one line: mean ± std over the episodes and the seeds."""
+    seeds = fit_check_seeds(episodes)
+    returns = _returns(real_check(run_dir, config, params, config.eval.workers, seeds))
+    return (f"real: {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} "
+            f"episodes (seeds {seeds[0]}…{seeds[-1]})")
 
 
 def _returns(episodes: list[dict]) -> np.ndarray:
