@@ -18,3 +18,12 @@ class SlowPolicy:
 
 def make_slow(env_id: str) -> SlowPolicy:
     return SlowPolicy()
+
+
+def make_cpu_only(env_id: str) -> SlowPolicy:
+    """A policy that refuses to play unless its process keeps JAX on the CPU."""
+    import jax
+
+    if jax.config.jax_platforms != "cpu":
+        raise RuntimeError(f"worker JAX platforms: {jax.config.jax_platforms!r}")
+    return SlowPolicy()

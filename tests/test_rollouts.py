@@ -105,6 +105,20 @@ def test_evaluate_reports_failures():
 
 
 
+def test_workers_keep_jax_on_the_cpu(monkeypatch):
+    monkeypatch.delenv("JAX_PLATFORMS")  # conftest's, which workers would inherit
+    sys.path.insert(0, str(Path(__file__).parent))
+    from slow_policy import make_cpu_only
+
+    from world_models.data.policies import register_policy
+
+    register_policy("cpu_only", make_cpu_only)
+    (result,) = play_episodes(
+        "CarRacing-v3", "cpu_only", [0], workers=1, max_steps=3, progress=False
+    )
+    assert result["length"] == 3
+
+
 _KILLED_PARENT = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax import lax
 
 from world_models.checkpoint import CheckpointError
 from world_models.config import make_config
@@ -19,7 +18,14 @@ from world_models.data.episodes import (
     load_latents,
     save_episode,
 )
-from world_models.models.layers import strided_conv, transposed_conv
+from world_models.models.layers import (
+    CONV_LOWERING_VARIABLE,
+    conv_lowering,
+    strided_conv,
+    transposed_conv,
+    xla_strided_conv,
+    xla_transposed_conv,
+)
 from world_models.models.vae import (
     ConvVAE,
     count_parameters,
@@ -30,36 +36,6 @@ from world_models.models.vae import (
 from world_models.run_directory import init_run
 from world_models.training.fit import TrainingDivergedError
 from world_models.training.vae import encode_run, load_vae, train_vae
-
-NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def reference_forward(vae: ConvVAE, x, key):
-    """The same network via lax.conv_general_dilated (transposed: lhs dilation)."""
-    h = x[None]
-    for conv in vae.encoder:
-        h = lax.conv_general_dilated(
-            h, conv.weight, (2, 2), "VALID", dimension_numbers=NHWC
-        )
-        h = jax.nn.relu(h + conv.bias)
-    mu, logvar = vae.to_mu(h.reshape(-1)), vae.to_logvar(h.reshape(-1))
-    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
-    h = vae.from_z(z).reshape(1, 1, 1, -1)
-    for i, deconv in enumerate(vae.decoder):
-        k = deconv.kernel
-        w = jnp.flip(deconv.weight, (1, 2)).transpose(1, 2, 0, 3)
-        h = lax.conv_general_dilated(
-            h,
-            w,
-            (1, 1),
-            [(k - 1, k - 1)] * 2,
-            lhs_dilation=(2, 2),
-            dimension_numbers=NHWC,
-        )
-        h = h + deconv.bias
-        h = jax.nn.sigmoid(h) if i == len(vae.decoder) - 1 else jax.nn.relu(h)
-    return h[0], mu, logvar
-
 
 def test_parameter_count_matches_paper():
     assert count_parameters(ConvVAE(32, key=jax.random.PRNGKey(0))) == 4_348_547
@@ -84,20 +60,9 @@ def test_conv_primitives_match_lax_forward_and_vjp(size, kernel):
     """strided_conv / transposed_conv (custom VJPs) against lax.conv_general_dilated."""
     keys = jax.random.split(jax.random.PRNGKey(size * 10 + kernel), 4)
     c_in, c_out = 5, 7
-
-    def lax_conv(x, w):
-        return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=NHWC)
-
-    def lax_tconv(x, w):  # w: (c_in, k, k, c_out)
-        w = jnp.flip(w, (1, 2)).transpose(1, 2, 0, 3)
-        pad = [(kernel - 1, kernel - 1)] * 2
-        return lax.conv_general_dilated(
-            x, w, (1, 1), pad, lhs_dilation=(2, 2), dimension_numbers=NHWC
-        )
-
-    cases = [(transposed_conv, lax_tconv, (c_in, kernel, kernel, c_out))]
+    cases = [(transposed_conv, xla_transposed_conv, (c_in, kernel, kernel, c_out))]
     if size >= kernel:
-        cases.append((strided_conv, lax_conv, (kernel, kernel, c_in, c_out)))
+        cases.append((strided_conv, xla_strided_conv, (kernel, kernel, c_in, c_out)))
     for ours, ref, w_shape in cases:
         x = jax.random.normal(keys[0], (2, size, size, c_in))
         w = jax.random.normal(keys[1], w_shape)
@@ -127,21 +92,28 @@ def test_single_image_methods_match_batched_forward():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
-def test_matches_lax_convolution_forward_and_gradients():
+def test_conv_lowerings_give_the_same_vae_outputs_and_gradients(monkeypatch):
     vae = ConvVAE(8, key=jax.random.PRNGKey(0))
     frames = jax.random.uniform(jax.random.PRNGKey(1), (3, 64, 64, 3))
-    key = jax.random.PRNGKey(2)
+    keys = jax.random.split(jax.random.PRNGKey(2), len(frames))
 
-    def loss(model, forward):
-        keys = jax.random.split(key, len(frames))
-        recon, mu, logvar = jax.vmap(forward, in_axes=(None, 0, 0))(model, frames, keys)
+    def loss(model):
+        recon, mu, logvar = model.forward_batch(frames, keys)
         return jnp.sum((recon - frames) ** 2) + jnp.sum(mu**2) + jnp.sum(logvar**2)
 
-    ours, ours_grad = eqx.filter_value_and_grad(loss)(vae, lambda m, x, k: m(x, key=k))
-    ref, ref_grad = eqx.filter_value_and_grad(loss)(vae, reference_forward)
+    assert conv_lowering() == "gather"  # the CPU's default
+    results = {}
+    for lowering in ("gather", "xla"):
+        monkeypatch.setenv(CONV_LOWERING_VARIABLE, lowering)
+        assert conv_lowering() == lowering
+        results[lowering] = eqx.filter_value_and_grad(loss)(vae)
+    (ours, ours_grad), (ref, ref_grad) = results["gather"], results["xla"]
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(ours_grad), jax.tree.leaves(ref_grad)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+    monkeypatch.setenv(CONV_LOWERING_VARIABLE, "cudnn")
+    with pytest.raises(ValueError, match="WORLD_MODELS_CONV='cudnn'; known: gather, xla"):
+        vae.encode(frames[0])
 
 
 def test_kl_divergence_closed_form():

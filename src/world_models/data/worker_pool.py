@@ -3,7 +3,9 @@
 Workers are started with the ``spawn`` context (never fork after JAX is initialised).
 Each worker owns one task at a time, so when a worker process dies the pool knows which
 episode it was playing, retries it once on a fresh worker and keeps every other result.
-Each worker keeps its env and policies between tasks.
+Each worker keeps its env and policies between tasks. Workers compute on the CPU: on a
+GPU machine, 16 processes stepping one agent each would contend for the device (and
+each would reserve most of its memory) for models that take microseconds a step.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def _exit_with_parent() -> None:
 def _worker_main(connection: Connection) -> None:
     # Ctrl-C is handled by the parent, which terminates the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import jax  # after spawn, before any computation picks a backend
+
+    jax.config.update("jax_platforms", "cpu")
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     cache: dict[Any, Any] = {}
     while True:

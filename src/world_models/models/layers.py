@@ -1,4 +1,9 @@
-"""The layers V is built from: dense, and stride-2 convolutions written by hand.
+"""The layers V is built from: dense, and stride-2 convolutions in two lowerings.
+
+``gather`` (the CPU's) is written by hand; ``xla`` is ``lax.conv_general_dilated``,
+which cuDNN runs fast on a GPU. ``conv_lowering`` picks one by backend; the
+``WORLD_MODELS_CONV`` environment variable overrides it. Both compute the same
+function (tests compare outputs and gradients).
 
 Why they are written by hand instead of eqx.nn.Conv2d / ConvTranspose2d: on XLA's
 CPU backend a convolution with lhs dilation (a transposed conv, and the input gradient
@@ -12,13 +17,12 @@ scatter-add anywhere; each one's input gradient is the other one's forward; weig
 gradients materialise the thin operand's transpose so the GEMM is (M, K) x (K, N) (XLA
 otherwise runs a dot contracting dimension 0 as a slow plain loop). Training calls the
 batched methods (``forward_batch``) so each weight gradient is one GEMM over the batch.
-The mathematics is unchanged (tests compare forward and gradients against
-lax.conv_general_dilated).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import equinox as eqx
 import jax
@@ -28,6 +32,22 @@ from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 STRIDE = 2
+CONV_LOWERINGS = ("gather", "xla")
+CONV_LOWERING_VARIABLE = "WORLD_MODELS_CONV"
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_lowering() -> str:
+    """The convolution lowering traced now: ``$WORLD_MODELS_CONV`` if set, else
+    ``gather`` on the CPU and ``xla`` on an accelerator."""
+    chosen = os.environ.get(CONV_LOWERING_VARIABLE) or (
+        "gather" if jax.default_backend() == "cpu" else "xla"
+    )
+    if chosen not in CONV_LOWERINGS:
+        raise ValueError(
+            f"{CONV_LOWERING_VARIABLE}={chosen!r}; known: {', '.join(CONV_LOWERINGS)}"
+        )
+    return chosen
 
 
 def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], fan_in: int) -> Array:
@@ -183,6 +203,28 @@ def _transposed_conv_bwd(res, grad):
 transposed_conv.defvjp(_transposed_conv_fwd, _transposed_conv_bwd)
 
 
+def xla_strided_conv(x: Array, weight: Array) -> Array:
+    """``strided_conv`` through lax.conv_general_dilated."""
+    return lax.conv_general_dilated(
+        x, weight, (STRIDE, STRIDE), "VALID", dimension_numbers=_NHWC
+    )
+
+
+def xla_transposed_conv(x: Array, weight: Array) -> Array:
+    """``transposed_conv`` through lax.conv_general_dilated: lhs dilation with the
+    spatially flipped kernel, fully padded."""
+    kernel = weight.shape[1]
+    flipped = jnp.flip(weight, (1, 2)).transpose(1, 2, 0, 3)
+    return lax.conv_general_dilated(
+        x,
+        flipped,
+        (1, 1),
+        [(kernel - 1, kernel - 1)] * 2,
+        lhs_dilation=(STRIDE, STRIDE),
+        dimension_numbers=_NHWC,
+    )
+
+
 def _batched(layer):
     """Layers run on a batch (B, H, W, C); a single (H, W, C) image is a batch of 1."""
 
@@ -210,7 +252,8 @@ class StridedConv(eqx.Module):
 
     @_batched
     def __call__(self, x: Float[Array, "b h w c_in"]) -> Float[Array, "b ho wo c_out"]:
-        return strided_conv(x, self.weight) + self.bias
+        conv = strided_conv if conv_lowering() == "gather" else xla_strided_conv
+        return conv(x, self.weight) + self.bias
 
 
 class TransposedConv(eqx.Module):
@@ -233,4 +276,5 @@ class TransposedConv(eqx.Module):
 
     @_batched
     def __call__(self, x: Float[Array, "b h w c_in"]) -> Float[Array, "b ho wo c_out"]:
-        return transposed_conv(x, self.weight) + self.bias
+        conv = transposed_conv if conv_lowering() == "gather" else xla_transposed_conv
+        return conv(x, self.weight) + self.bias
