@@ -9,13 +9,14 @@ import argparse
 import sys
 
 from world_models.config import ConfigError, make_config
+from world_models.presets import PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CarRacing-v3")
-    parser.add_argument("--preset", default="quick", help="smoke | quick | standard | full")
+    parser.add_argument("--preset", default="quick", help=" | ".join(PRESETS))
     parser.add_argument("--run", default=None, help="run directory (default runs/ENV-PRESET)")
     parser.add_argument("--rounds", type=int, default=None, help="curriculum rounds")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -30,6 +30,7 @@ from jaxtyping import Array, PRNGKeyArray
 from world_models.config import Config
 from world_models.data.policies import register_policy
 from world_models.envs import EnvSpec, get_spec
+from world_models.export import is_exported, load_exported
 from world_models.models.controller import (
     Controller,
     act,
@@ -179,6 +180,9 @@ def _load_models(run_dir: str) -> tuple[Config, ConvVAE, MDNRNN]:
     A later curriculum round that retrains M (or V) writes a new checkpoint; agents
     made afterwards in the same process must act with it, not with the first load.
     """
+    if is_exported(run_dir):
+        config, vae, rnn, _ = load_exported(run_dir)
+        return config, vae, rnn
     ids = _checkpoint_ids(run_dir)
     cached = _model_cache.get(run_dir)
     if cached is not None and cached[0] == ids:
@@ -198,6 +202,11 @@ def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Control
         raise ValueError(
             f"unknown controller source {source!r}; known: {CONTROLLER_SOURCES}"
         )
+    if is_exported(run_dir):
+        if source == "mean":
+            raise ValueError(f"{run_dir} is an exported agent: it keeps no CMA mean")
+        controller = load_exported(run_dir)[3]
+        return zero_controller(controller) if source == "zero" else controller
     config = load_run_config(run_dir)
     template = make_controller(config, key=jax.random.key(0))
     if source == "zero":

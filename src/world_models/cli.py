@@ -9,8 +9,16 @@ from world_models.checkpoint import CheckpointError
 from world_models.config import ConfigError
 from world_models.data.episodes import EpisodeError
 from world_models.envs import UnknownEnvError
+from world_models.export import ExportError
 
-USER_ERRORS = (ConfigError, CheckpointError, EpisodeError, UnknownEnvError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    EpisodeError,
+    UnknownEnvError,
+    ExportError,
+    FileNotFoundError,
+)
 
 
 def run_cli(main: Callable[[], int | None]) -> None:

@@ -1,12 +1,13 @@
 """The named presets: what each sets, by config section, over the defaults of
 ``config.py``. ``smoke`` checks the plumbing in about a minute; ``quick`` and
-``standard`` are sized for a 2-core CPU; ``full`` is the paper's scale."""
+``standard`` are sized for a 2-core CPU; ``gpu`` for one GPU and 16 CPU cores in one
+10-minute command (docs/gpu.md); ``full`` is the paper's scale."""
 
 from __future__ import annotations
 
 from typing import Any
 
-PRESETS = ("smoke", "quick", "standard", "full")
+PRESETS = ("smoke", "quick", "standard", "gpu", "full")
 
 # The search and the test of the two 2-core presets (quick and standard)
 CPU_DREAM = dict(
@@ -91,6 +92,38 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
             ),
             "dream": dict(CPU_DREAM),
             "eval": dict(CPU_EVAL),
+            "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
+        }
+    if preset == "gpu":
+        # Budget by stage (docs/gpu.md): real episodes on 16 CPU workers (~100 agent
+        # steps/s each) cost most; the dream keeps quick's 400-step horizon and
+        # 100-step windows (the transfer recipe), with the paper's 256 x 16 population.
+        workers = 16
+        return {
+            "collect": dict(episodes_per_policy=24, max_steps=0, workers=workers),
+            "vae": dict(
+                batch_size=100, steps=4000, eval_every=1000, checkpoint_every=1000
+            ),
+            "rnn": dict(
+                batch_size=100,
+                seq_len=100,
+                steps=2000,
+                eval_every=500,
+                checkpoint_every=500,
+            ),
+            "dream": dict(
+                population=256,
+                rollouts=16,
+                generations=60,
+                max_steps=400,
+                real_eval_every=10,
+                real_eval_episodes=16,
+                finalists=3,
+                final_check_episodes=16,
+            ),
+            "eval": dict(
+                episodes=100, workers=workers, baseline_episodes=20, video=False
+            ),
             "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
         }
     if preset == "full":
