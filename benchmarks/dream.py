@@ -6,7 +6,7 @@ Sections (paper-sized M: z 32, LSTM 256, 5 mixtures per dimension; linear contro
   batch       agent-steps/s of Dream.population_returns over batch sizes (candidates x 16
               rollouts), plus chunked variants of the largest batch (lax.map)
   generation  wall time of one whole generation (ask, dream, tell under one jit) at the
-              quick (64 x 16) and full (256 x 16) settings
+              quick (64 x 16) and full (256 x 16) settings (--generation-presets)
   loop        the same population dreamed by a Python loop over candidates (each a
               jitted vmap over its rollouts) against the one vmapped call: the ratio
 Compile time (first call) is reported apart from the steady state (median of repeats,
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from world_models.config import make_config
+from world_models.presets import PRESETS
 from world_models.dream.evolve import initial_search, make_strategy, run_generations
 from world_models.dream.rollout import Dream, make_dream
 from world_models.envs import get_spec, step_limit
@@ -115,9 +116,9 @@ def bench_batches(
     return rows
 
 
-def bench_generations(horizon: int, repeats: int) -> list[dict]:
+def bench_generations(presets: list[str], horizon: int, repeats: int) -> list[dict]:
     rows = []
-    for preset in ("quick", "full"):
+    for preset in presets:
         config = make_config(preset)
         steps = horizon or step_limit(get_spec(config.env_id), config.dream.max_steps)
         dream = _dream(preset, steps)
@@ -207,6 +208,9 @@ def main() -> None:
         help="dream steps of the generation section (0: the preset's)",
     )
     parser.add_argument(
+        "--generation-presets", nargs="+", default=["quick", "full"], choices=PRESETS
+    )
+    parser.add_argument(
         "--batches", type=int, nargs="+", default=[64, 256, 1024, 4096, 16384]
     )
     parser.add_argument("--chunks", type=int, nargs="*", default=[1024, 4096])
@@ -226,7 +230,9 @@ def main() -> None:
         horizon=args.horizon,
         batch=bench_batches(args.batches, args.chunks, args.horizon, args.repeats),
         loop=bench_loop(args.loop_population, args.horizon, args.repeats),
-        generation=bench_generations(args.generation_horizon, args.repeats),
+        generation=bench_generations(
+            args.generation_presets, args.generation_horizon, args.repeats
+        ),
     )
     print("\n| batch | chunk | agent-steps/s | first call (s) |\n|---|---|---|---|")
     for row in results["batch"]:

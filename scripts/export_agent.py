@@ -1,4 +1,4 @@
-"""Export a run's trained agent (V, M, the kept controller, the config) to a small folder.
+"""Export a run's trained agent (V, M, the kept controller, config) to a small folder.
 
     uv run python scripts/export_agent.py --run RUN --out pretrained/CarRacing-v3
     uv run python evaluate_agent.py --run pretrained/CarRacing-v3 --episodes 100
@@ -32,8 +32,9 @@ def main() -> None:
     print(f"exported {manifest['parameters']:,} parameters ({size:.1f} MiB) to {out}")
     if manifest["test"]:
         test = manifest["test"]
+        first, last = test["seeds"]
         print(f"the run's test: {test['mean']:.1f} ± {test['std']:.1f} over "
-              f"{test['episodes']} episodes (seeds {test['seeds'][0]}-{test['seeds'][1]})")
+              f"{test['episodes']} episodes (seeds {first}-{last})")
 
 
 if __name__ == "__main__":

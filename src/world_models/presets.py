@@ -116,7 +116,7 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
                 rollouts=16,
                 generations=60,
                 max_steps=400,
-                real_eval_every=10,
+                real_eval_every=15,
                 real_eval_episodes=16,
                 finalists=3,
                 final_check_episodes=16,
