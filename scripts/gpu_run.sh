@@ -8,10 +8,10 @@
 #   CPU dry run:  OUT=/tmp/gpu_out RUN=/tmp/gpu_run PYTHON="uv run python" BENCH=0 \
 #                 bash scripts/gpu_run.sh 300 --preset smoke
 #
-# DEADLINE_S (default 560) counts from the start; the pipeline is stopped at it, and the
+# DEADLINE_S (default 540) counts from the start; the pipeline is stopped at it, and the
 # same command resumes it while the machine (and runs/gpu) is still there.
 set -uo pipefail
-deadline=${1:-560}
+deadline=${1:-540}
 shift || true
 pipeline_args=("$@")
 [ ${#pipeline_args[@]} -eq 0 ] && pipeline_args=(--preset gpu)

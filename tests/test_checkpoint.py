@@ -1,4 +1,7 @@
+import os
 import shutil
+import subprocess
+import sys
 
 import equinox as eqx
 import jax
@@ -117,3 +120,26 @@ def test_restore_into_a_shape_only_template(tmp_path):
     ckpt.save(1, _state(4))
     template = eqx.filter_eval_shape(_state, 0)
     _leaves_equal(ckpt.restore(template), _state(4))
+
+
+_SAVE_ON_SECOND_DEVICE = """
+import sys, jax, jax.numpy as jnp
+from world_models.checkpoint import Checkpointer
+state = {"w": jax.device_put(jnp.arange(6.0).reshape(2, 3), jax.devices()[1])}
+saver = Checkpointer(sys.argv[1], {"lr": 0.1})
+saver.save(1, state)
+saver.close()
+"""
+
+
+def test_a_checkpoint_saved_on_other_devices_restores_here(tmp_path):
+    """A GPU run's checkpoints are read by CPU workers: here a process with two
+    devices saves on its second one, and this one-device process restores it."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    subprocess.run(
+        [sys.executable, "-c", _SAVE_ON_SECOND_DEVICE, str(tmp_path)],
+        env=env,
+        check=True,
+    )
+    restored = Checkpointer(tmp_path, {"lr": 0.1}).restore({"w": jnp.zeros((2, 3))})
+    np.testing.assert_array_equal(restored["w"], np.arange(6.0).reshape(2, 3))

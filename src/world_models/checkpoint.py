@@ -142,8 +142,12 @@ class Checkpointer:
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         arrays, static = eqx.partition(template, _is_array_like)
+        # Onto this process's default device, whatever devices saved it: a GPU run's
+        # checkpoints are read by its CPU workers and on CPU-only machines.
+        here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _to_storable(template)
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
+            _to_storable(template),
         )
         try:
             restored = self.manager.restore(

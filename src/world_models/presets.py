@@ -95,14 +95,16 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
             "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
         }
     if preset == "gpu":
-        # Budget by stage (docs/gpu.md): real episodes on 16 CPU workers (~100 agent
-        # steps/s each) cost most; the dream keeps quick's 400-step horizon and
-        # 100-step windows (the transfer recipe), with the paper's 256 x 16 population.
+        # One 10-minute command on one GPU and 16 CPU cores (docs/gpu.md): sized from
+        # the first attempt's stage times. Real episodes on the CPU workers cost most
+        # (~20 s for a 1000-step episode there), so the search checks reality twice,
+        # plays two finalists, and trains one M; the dream keeps the transfer recipe
+        # (400-step dreams, 100-step windows) with the paper's 256 x 16 population.
         workers = 16
         return {
-            "collect": dict(episodes_per_policy=24, max_steps=0, workers=workers),
+            "collect": dict(episodes_per_policy=16, max_steps=0, workers=workers),
             "vae": dict(
-                batch_size=100, steps=4000, eval_every=1000, checkpoint_every=1000
+                batch_size=100, steps=3000, eval_every=1000, checkpoint_every=1000
             ),
             "rnn": dict(
                 batch_size=100,
@@ -116,15 +118,15 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
                 rollouts=16,
                 generations=60,
                 max_steps=400,
-                real_eval_every=15,
+                real_eval_every=30,
                 real_eval_episodes=16,
-                finalists=3,
+                finalists=2,
                 final_check_episodes=16,
             ),
             "eval": dict(
-                episodes=100, workers=workers, baseline_episodes=20, video=False
+                episodes=100, workers=workers, baseline_episodes=16, video=False
             ),
-            "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
+            "pipeline": dict(on_policy_episodes=16),
         }
     if preset == "full":
         return {
