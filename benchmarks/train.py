@@ -273,7 +273,9 @@ def _rnn_batch(batch_size: int, seq_len: int, z_dim: int, action_size: int) -> d
         actions=rng.uniform(-1, 1, (batch_size, seq_len, action_size)).astype(
             np.float32),
         rewards=rng.normal(size=(batch_size, seq_len)).astype(np.float32),
+        reward_targets=rng.normal(size=(batch_size, seq_len)).astype(np.float32),
         terminated=np.zeros((batch_size, seq_len), bool),
+        truncated=np.zeros((batch_size, seq_len), bool),
         mask=np.ones((batch_size, seq_len), np.float32),
     )
 

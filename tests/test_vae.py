@@ -101,7 +101,7 @@ def test_conv_lowerings_give_the_same_vae_outputs_and_gradients(monkeypatch):
         recon, mu, logvar = model.forward_batch(frames, keys)
         return jnp.sum((recon - frames) ** 2) + jnp.sum(mu**2) + jnp.sum(logvar**2)
 
-    assert conv_lowering() == "gather"  # the CPU's default
+    assert conv_lowering() == "gather"  # the default
     results = {}
     for lowering in ("gather", "xla"):
         monkeypatch.setenv(CONV_LOWERING_VARIABLE, lowering)
