@@ -323,11 +323,18 @@ def main() -> None:
         "cpu_count": __import__("os").cpu_count(),
         "jax": jax.__version__,
     }
-    if RESULTS.exists():  # keep the other model's rows from an earlier run
-        kept = json.loads(RESULTS.read_text()).get("results", [])
-        rows = [r for r in kept if r.get("model") not in models] + rows
-    RESULTS.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
-    print(f"wrote {RESULTS}")
+    path = (
+        RESULTS
+        if machine["backend"] == "cpu"
+        else RESULTS.with_name(f"train_{machine['backend']}.json")
+    )
+    if path.exists():  # keep the other model's rows from an earlier run here
+        earlier = json.loads(path.read_text())
+        if earlier.get("machine", {}).get("devices") == machine["devices"]:
+            kept = earlier.get("results", [])
+            rows = [r for r in kept if r.get("model") not in models] + rows
+    path.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

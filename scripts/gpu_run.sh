@@ -56,7 +56,7 @@ if kill -0 $pipeline 2>/dev/null; then
 fi
 wait $pipeline; echo "pipeline exit: $? at $SECONDS s"
 if [ -n "$bench" ]; then
-  wait $bench; cp benchmarks/results/dream.json "$out/bench_dream.json"
+  wait $bench; cp benchmarks/results/dream_*.json "$out/"
 fi
 tail -5 "$out/pipeline.log"
 
