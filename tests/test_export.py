@@ -9,6 +9,7 @@ from tiny_run import make_tiny_run
 from world_models.agent import load_controller, make_agent
 from world_models.data.play import play_episode
 from world_models.dream.evolve import evolve
+from world_models.evaluation.real import record_video
 from world_models.export import (
     MANIFEST_FILENAME,
     PARAMETERS_FILENAME,
@@ -65,6 +66,8 @@ def test_an_exported_agent_replays_the_runs_episode(exported):
     np.testing.assert_array_equal(episodes[0]["rewards"], episodes[1]["rewards"])
     with pytest.raises(ValueError, match="keeps no CMA mean"):
         load_controller(out, "mean")
+    video = record_video(out, seed=7, max_steps=5, video_format="gif")
+    assert video.parent == out / "eval" and video.stat().st_size > 0
 
 
 def test_broken_exports_are_refused(exported, tmp_path):

@@ -174,8 +174,9 @@ def _checkpoint_ids(run_dir: str) -> tuple[CheckpointId, CheckpointId]:
             _checkpoint_id(run_dir, "rnn", latest_rnn_step(run_dir)))
 
 
-def _load_models(run_dir: str) -> tuple[Config, ConvVAE, MDNRNN]:
-    """Config, V and M of ``run_dir``, loaded once per pair of checkpoints.
+def load_models(run_dir: str) -> tuple[Config, ConvVAE, MDNRNN]:
+    """Config, V and M of ``run_dir`` (a run, or an exported agent), loaded once per
+    pair of checkpoints.
 
     A later curriculum round that retrains M (or V) writes a new checkpoint; agents
     made afterwards in the same process must act with it, not with the first load.
@@ -230,7 +231,7 @@ def make_agent(
     ``params`` is a tuple of floats when sent to the worker pool (kwargs are hashed).
     """
     run_dir = str(Path(run_dir))
-    config, vae, rnn = _load_models(run_dir)
+    config, vae, rnn = load_models(run_dir)
     if config.env_id != env_id:
         raise ValueError(f"{run_dir} was trained on {config.env_id}, not {env_id}")
     if params is not None:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
-from world_models.agent import latent_key
+from world_models.agent import latent_key, load_models
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
@@ -34,8 +34,6 @@ from world_models.models.vae import (
 )
 from world_models.run_directory import load_run_config
 from world_models.seeds import BAND
-from world_models.training.rnn import load_rnn
-from world_models.training.vae import load_vae
 
 MODEL_POLICIES = ("agent", "on_policy")  # policies that read V, M and C from the run
 ZERO_CONTROLLER = "zero"
@@ -218,7 +216,8 @@ def record_video(
     episode = play_episode(
         config.env_id, actor, seed, step_limit(get_spec(config.env_id), max_steps)
     )
-    panels = world_model_panels(load_vae(run_dir), load_rnn(run_dir), episode, seed)
+    _, vae, rnn = load_models(str(run_dir))
+    panels = world_model_panels(vae, rnn, episode, seed)
     out_path = Path(
         out_path or run_dir / "eval" / f"{policy}_seed{seed}.{video_format}"
     )
