@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from world_models.cli import run_cli
-from world_models.export import MANIFEST_FILENAME, PARAMETERS_FILENAME, export_agent
+from world_models.agent import export_agent
+from world_models.export import MANIFEST_FILENAME, PARAMETERS_FILENAME
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tiny_run import make_tiny_run
 
-from world_models.agent import load_controller, make_agent
+from world_models.agent import export_agent, load_controller, make_agent
 from world_models.data.play import play_episode
 from world_models.dream.evolve import evolve
 from world_models.evaluation.real import record_video
@@ -14,7 +14,6 @@ from world_models.export import (
     MANIFEST_FILENAME,
     PARAMETERS_FILENAME,
     ExportError,
-    export_agent,
     load_exported,
 )
 from world_models.run_directory import CONFIG_FILENAME

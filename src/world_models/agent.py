@@ -30,7 +30,7 @@ from jaxtyping import Array, PRNGKeyArray
 from world_models.config import Config
 from world_models.data.policies import register_policy
 from world_models.envs import EnvSpec, get_spec
-from world_models.export import is_exported, load_exported
+from world_models.export import is_exported, load_exported, write_exported
 from world_models.models.controller import (
     Controller,
     act,
@@ -217,6 +217,15 @@ def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Control
     search = load_search(run_dir, config)
     flat = search["best_params"] if source == "best" else search["es_state"].mean
     return controller_from_flat(template, jnp.asarray(flat))
+
+
+def export_agent(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike, controller: str = "best"
+) -> Path:
+    """Write the V, M and ``controller`` of ``run_dir`` to ``out_dir`` (export.py)."""
+    _, vae, rnn = load_models(str(Path(run_dir)))
+    models = dict(vae=vae, rnn=rnn, controller=load_controller(run_dir, controller))
+    return write_exported(run_dir, out_dir, models, controller)
 
 
 def make_agent(

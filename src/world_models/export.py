@@ -1,6 +1,6 @@
 """A trained agent as a small, versioned folder that plays on any machine.
 
-``export_agent(run_dir, out_dir)`` writes:
+``agent.export_agent(run_dir, out_dir)`` writes:
 
   config.json    the run's config (``load_run_config`` reads it as from a run)
   agent.npz      every parameter of V, M and the kept controller, by its path in the
@@ -67,21 +67,16 @@ def _stored_dtype(name: str) -> type:
     return np.float16 if name.startswith(HALF_PRECISION_PREFIXES) else np.float32
 
 
-def export_agent(
-    run_dir: str | os.PathLike, out_dir: str | os.PathLike, controller: str = "best"
+def write_exported(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    models: dict[str, eqx.Module],
+    controller: str,
 ) -> Path:
-    """Write the V, M and ``controller`` of ``run_dir`` to ``out_dir`` (replaced)."""
-    from world_models.agent import load_controller
-    from world_models.training.rnn import load_rnn
-    from world_models.training.vae import load_vae
-
+    """Write ``models`` (vae, rnn, controller) with ``run_dir``'s config to ``out_dir``
+    (replaced); ``agent.export_agent`` loads them from a run."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = load_run_config(run_dir)
-    models = dict(
-        vae=load_vae(run_dir),
-        rnn=load_rnn(run_dir),
-        controller=load_controller(run_dir, controller),
-    )
     arrays = {
         name: np.asarray(leaf).astype(_stored_dtype(name))
         for name, leaf in _named_leaves(models).items()
