@@ -8,10 +8,10 @@
 #   CPU dry run:  OUT=/tmp/gpu_out RUN=/tmp/gpu_run PYTHON="uv run python" BENCH=0 \
 #                 bash scripts/gpu_run.sh 300 --preset smoke
 #
-# DEADLINE_S (default 540) counts from the start; the pipeline is stopped at it, and the
+# DEADLINE_S (default 580) counts from the start; the pipeline is stopped at it, and the
 # same command resumes it while the machine (and runs/gpu) is still there.
 set -uo pipefail
-deadline=${1:-540}
+deadline=${1:-580}
 shift || true
 pipeline_args=("$@")
 [ ${#pipeline_args[@]} -eq 0 ] && pipeline_args=(--preset gpu)
@@ -60,6 +60,12 @@ if [ -n "$bench" ]; then
 fi
 tail -5 "$out/pipeline.log"
 
+# Training throughput with what time is left (V's two lowerings, M).
+if [ "${BENCH:-1}" = 1 ] && [ "$(left)" -gt 90 ]; then
+  timeout $(( $(left) - 60 )) $py benchmarks/train.py --models vae,rnn --vae-batch 100 \
+    --steps 10 --repeats 3 --vae-variants lax,ours > "$out/bench_train.txt" 2>&1
+  cp benchmarks/results/train_*.json "$out/" 2>/dev/null
+fi
 if compgen -G "$run/eval/round*_agent.json" > /dev/null; then
   $py scripts/export_agent.py --run "$run" --out "$out/pretrained" &&
     tar -czf "$out/pretrained.tar.gz" -C "$out" pretrained && rm -r "$out/pretrained"

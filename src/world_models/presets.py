@@ -95,11 +95,12 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
             "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
         }
     if preset == "gpu":
-        # One 10-minute command on one GPU and 16 CPU cores (docs/gpu.md): sized from
-        # the first attempt's stage times. Real episodes on the CPU workers cost most
-        # (~20 s for a 1000-step episode there), so the search checks reality twice,
-        # plays two finalists, and trains one M; the dream keeps the transfer recipe
-        # (400-step dreams, 100-step windows) with the paper's 256 x 16 population.
+        # One 10-minute command on one GPU and 16 CPU cores (docs/gpu.md), sized from
+        # the measured stage times (one M: 336 s; a second M candidate adds ~120 s).
+        # Real episodes on the CPU workers cost most (~20 s for a 1000-step episode
+        # there), so the search checks reality twice and plays two finalists; the
+        # dream keeps the transfer recipe (400-step dreams, 100-step windows) with the
+        # paper's 256 x 16 population.
         workers = 16
         return {
             "collect": dict(episodes_per_policy=16, max_steps=0, workers=workers),
@@ -126,7 +127,7 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
             "eval": dict(
                 episodes=100, workers=workers, baseline_episodes=16, video=False
             ),
-            "pipeline": dict(on_policy_episodes=16),
+            "pipeline": dict(on_policy_episodes=16, rnn_candidates=2),
         }
     if preset == "full":
         return {
