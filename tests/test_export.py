@@ -16,7 +16,7 @@ from world_models.export import (
     ExportError,
     load_exported,
 )
-from world_models.run_directory import CONFIG_FILENAME
+from world_models.run_directory import CONFIG_FILENAME, load_run_config
 from world_models.training.rnn import load_rnn
 from world_models.training.vae import load_vae
 
@@ -35,7 +35,7 @@ def _leaves(model):
 def test_exported_models_load_back_as_the_runs(exported):
     run, out = exported
     config, vae, rnn, controller = load_exported(out)
-    assert config == load_exported(out)[0] and config.env_id == "CarRacing-v3"
+    assert config.env_id == "CarRacing-v3" and config == load_run_config(run)
     pairs = [
         (load_rnn(run), rnn),
         (load_controller(run, "best"), controller),
@@ -49,7 +49,8 @@ def test_exported_models_load_back_as_the_runs(exported):
     decoder = (load_vae(run).from_z, load_vae(run).decoder)
     for a, b in zip(_leaves(decoder), _leaves((vae.from_z, vae.decoder)), strict=True):
         assert b.dtype == np.float32  # stored as float16, loaded back to float32
-        np.testing.assert_array_equal(b, np.asarray(a).astype(np.float16).astype(np.float32))
+        rounded = np.asarray(a).astype(np.float16).astype(np.float32)
+        np.testing.assert_array_equal(b, rounded)
 
 
 def test_an_exported_agent_replays_the_runs_episode(exported):
@@ -83,7 +84,8 @@ def test_broken_exports_are_refused(exported, tmp_path):
         return folder
 
     future = copy("future")
-    (future / MANIFEST_FILENAME).write_text(json.dumps(dict(manifest, format_version=99)))
+    future_manifest = dict(manifest, format_version=99)
+    (future / MANIFEST_FILENAME).write_text(json.dumps(future_manifest))
     with pytest.raises(ExportError, match="export format 99"):
         load_exported(future)
 
