@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from world_models.cli import run_cli
 from world_models.agent import export_agent
+from world_models.cli import run_cli
 from world_models.export import MANIFEST_FILENAME, PARAMETERS_FILENAME
 
 
