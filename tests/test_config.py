@@ -81,14 +81,6 @@ def test_missing_and_corrupt_config_files(tmp_path):
         load_run_config(tmp_path / "run")
 
 
-def test_heuristic_policies_only_where_the_env_has_them():
-    assert make_config("quick", "CarRacing-v3").collect.policies == (
-        "brownian", "recovery", "aggressive", "understeer")
-    lunar = make_config("quick", "LunarLander-v3")
-    assert lunar.collect.policies == ("brownian",)
-    assert lunar.pipeline.heuristic_policies_later_rounds == ()
-
-
 def test_a_fresh_m_each_round_needs_a_new_search_each_round():
     with pytest.raises(ConfigError, match="retrain_rnn needs pipeline.warm_start_es=false"):
         make_config("quick", overrides=["pipeline.retrain_rnn=true"])
@@ -107,3 +99,14 @@ def test_a_config_names_the_preset_it_was_built_from():
     assert Config().preset is None  # the dataclass defaults are no preset's
     assert make_config("quick").preset == "quick"
     assert make_config("quick").dream != Config().dream
+
+
+def test_heuristic_policies_only_where_the_env_has_them():
+    assert make_config("quick").collect.policies == (
+        "brownian", "recovery", "aggressive", "understeer"
+    )
+    lunar = make_config("quick", "LunarLander-v3")
+    assert lunar.collect.policies == ("brownian", "lander")
+    assert lunar.pipeline.heuristic_policies_later_rounds == ("lander",)
+    assert make_config("quick", "ALE/Pong-v5").collect.policies == ("brownian",)
+    assert make_config("smoke", "LunarLander-v3").collect.policies == ("brownian",)

@@ -142,3 +142,28 @@ def test_overspeed_rushes_into_corners_without_braking():
     mixed, _ = _play("overspeed", 3, 500)
     np.testing.assert_array_equal(_play("overspeed", 3, 500)[0], mixed)
     assert not np.array_equal(mixed, aggressive)
+
+
+def test_lander_sets_down_on_its_legs_and_explores_with_epsilon():
+    env = make_env("LunarLander-v3")
+    driver = make_policy("lander", "LunarLander-v3", epsilon=0.0)
+    landed = 0
+    for seed in (0, 1, 2):
+        observation, _ = env.reset(seed=seed)
+        driver.reset(seed)
+        for _ in range(1000):
+            observation, _, terminated, truncated, _ = env.step(
+                driver.act(None, observation)
+            )
+            if terminated or truncated:
+                break
+        # at rest on both legs ends the episode; a crash ends it in the air or tipped
+        landed += bool(terminated and observation[6] and observation[7])
+    env.close()
+    assert landed >= 2
+    explorer = make_policy("lander", "LunarLander-v3", epsilon=1.0)
+    explorer.reset(0)
+    actions = [explorer.act(None, observation) for _ in range(400)]
+    assert sorted(set(actions)) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="flies LunarLander-v3 only"):
+        make_policy("lander", "CarRacing-v3")

@@ -294,16 +294,20 @@ def make_config(
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     spec = get_spec(env_id)
     sections = preset_sections(preset)
-    # Heuristic drivers exist for some envs only; elsewhere collect with brownian alone.
-    sections["collect"]["policies"] = tuple(
-        p
-        for p in sections["collect"].get("policies", CollectConfig.policies)
-        if p == "brownian" or p in spec.heuristic_policies
-    )
-    sections["pipeline"]["heuristic_policies_later_rounds"] = tuple(
-        p
-        for p in PipelineConfig.heuristic_policies_later_rounds
-        if p in spec.heuristic_policies
+    # Heuristic drivers exist for some envs only. Of the drivers asked for, the ones
+    # this env has; if it has none of them, its own (LunarLander's lander, none for
+    # Atari: brownian alone).
+    def drivers(requested: tuple[str, ...]) -> tuple[str, ...]:
+        asked = tuple(p for p in requested if p != "brownian")
+        kept = tuple(p for p in asked if p in spec.heuristic_policies)
+        return kept if kept or not asked else spec.heuristic_policies
+
+    requested = sections["collect"].get("policies", CollectConfig.policies)
+    sections["collect"]["policies"] = (
+        ("brownian",) if "brownian" in requested else ()
+    ) + drivers(requested)
+    sections["pipeline"]["heuristic_policies_later_rounds"] = drivers(
+        PipelineConfig.heuristic_policies_later_rounds
     )
     config = Config(
         env_id=env_id,

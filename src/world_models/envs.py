@@ -25,7 +25,7 @@ class EnvSpec:
     crop_rows: tuple[int, int] | None = None  # (top, bottom) rows kept before resizing
     frames_from_render: bool = False  # observation is not an image: use env.render()
     make_kwargs: tuple[tuple[str, object], ...] = ()
-    heuristic_policies: tuple[str, ...] = ()  # pixel drivers written for this env
+    heuristic_policies: tuple[str, ...] = ()  # drivers written for this env
     # Continuous actions: "tanh" squashes every output to [-1, 1]; "car" is CarRacing's
     # (steer, gas, brake): steer in [-1, 1], gas and brake in [0, 1].
     action_squash: str = "tanh"
@@ -62,7 +62,8 @@ ENVS: dict[str, EnvSpec] = {
                 heuristic_policies=("recovery", "aggressive", "reckless", "understeer",
                                     "overspeed"),
                 action_squash="car", brownian_drift=(0.0, 1.0, -1.0)),
-        EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True),
+        EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True,
+                heuristic_policies=("lander",)),
         EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None),
     )

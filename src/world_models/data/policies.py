@@ -1,5 +1,6 @@
 """Data-collection policies: seeded objects mapping an observation to an action; the
-registry and the random policies (CarRacing's heuristic drivers are in ``drivers``).
+registry and the random policies (CarRacing's heuristic drivers are in ``drivers``,
+LunarLander's in ``lander``).
 
 A policy is reset with the episode's seed and is then deterministic. Factories are
 module-level functions ``factory(env_id, **kwargs) -> Policy`` so worker processes can
@@ -40,6 +41,7 @@ _POLICY_MODULES = {
     "agent": "world_models.agent",
     "on_policy": "world_models.agent",
     **dict.fromkeys(DRIVER_NAMES, "world_models.data.drivers"),
+    "lander": "world_models.data.lander",
 }
 
 
