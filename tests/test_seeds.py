@@ -74,3 +74,9 @@ def test_run_directory_records_its_seed_plan(tmp_path):
     recorded = json.loads((tmp_path / seeds.SEED_PLAN_FILENAME).read_text())
     assert recorded == seeds.seed_plan(config)
     assert set(recorded["selection"]) == {"round0", "round1", "round2"}
+
+
+def test_every_known_policy_has_a_collection_slot():
+    from world_models.data.policies import policy_names
+
+    assert set(policy_names()) <= set(seeds.COLLECTION_SLOTS)

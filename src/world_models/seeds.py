@@ -38,6 +38,7 @@ COLLECTION_SLOTS = (
     "reckless",
     "understeer",
     "overspeed",
+    "lander",
 )
 MAX_ROUNDS = BAND // ROUND_STRIDE
 BLOCKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
