@@ -23,11 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
 from world_models.config import make_config
 from world_models.envs import get_spec
-from world_models.models.layers import STRIDE
+from world_models.models.layers import (
+    STRIDE,
+    xla_strided_conv,
+    xla_transposed_conv,
+)
 from world_models.models.mdnrnn import rnn_from_config
 from world_models.models.vae import (
     DECODER_CHANNELS,
@@ -44,7 +47,6 @@ from world_models.training.rnn_loss import make_optimizer as make_rnn_optimizer
 from world_models.training.rnn_loss import make_train_step as make_rnn_train_step
 
 RESULTS = Path(__file__).parent / "results" / "train.json"
-NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _forward_batch(model, x, keys):
@@ -96,10 +98,8 @@ class NaiveConvVAE(eqx.Module):
 
 
 class XlaConvVAE(eqx.Module):
-    """ConvVAE's parameters run through lax.conv_general_dilated in NHWC/HWIO.
-
-    Transposed convs use lhs dilation with the flipped kernel (what eqx/flax do).
-    """
+    """ConvVAE's parameters run through lax.conv_general_dilated in NHWC/HWIO (the
+    library's ``xla`` lowering), one image at a time under vmap."""
 
     vae: ConvVAE
     z_dim: int = eqx.field(static=True)
@@ -107,20 +107,12 @@ class XlaConvVAE(eqx.Module):
     def __call__(self, x, *, key):
         h = x[None]
         for conv in self.vae.encoder:
-            h = lax.conv_general_dilated(
-                h, conv.weight, (STRIDE, STRIDE), "VALID", dimension_numbers=NHWC
-            )
-            h = jax.nn.relu(h + conv.bias)
+            h = jax.nn.relu(xla_strided_conv(h, conv.weight) + conv.bias)
         mu, logvar = self.vae.to_mu(h.reshape(-1)), self.vae.to_logvar(h.reshape(-1))
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
         h = self.vae.from_z(z).reshape(1, 1, 1, DENSE_WIDTH)
         for i, deconv in enumerate(self.vae.decoder):
-            k = deconv.kernel
-            w = jnp.flip(deconv.weight, (1, 2)).transpose(1, 2, 0, 3)
-            h = lax.conv_general_dilated(
-                h, w, (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(STRIDE, STRIDE),
-                dimension_numbers=NHWC,
-            ) + deconv.bias
+            h = xla_transposed_conv(h, deconv.weight) + deconv.bias
             last = i == len(self.vae.decoder) - 1
             h = jax.nn.sigmoid(h) if last else jax.nn.relu(h)
         return h[0], mu, logvar

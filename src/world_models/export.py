@@ -134,7 +134,8 @@ def load_exported(
         )
     config = load_run_config(path)
     template = _models_template(config)
-    names = list(_named_leaves(template))
+    expected = _named_leaves(template)
+    names = list(expected)
     with np.load(path / PARAMETERS_FILENAME) as stored:
         if sorted(stored.files) != sorted(names):
             missing = sorted(set(names) - set(stored.files))
@@ -144,12 +145,12 @@ def load_exported(
                 f"(missing {missing[:3]}, unexpected {extra[:3]})"
             )
         leaves = []
-        for name, expected in _named_leaves(template).items():
+        for name, like in expected.items():
             array = stored[name]
-            if array.shape != expected.shape:
+            if array.shape != like.shape:
                 raise ExportError(
                     f"{path}: {name} has shape {array.shape}, its config makes "
-                    f"{expected.shape}"
+                    f"{like.shape}"
                 )
             leaves.append(jax.numpy.asarray(array, np.float32))
     params, static = eqx.partition(template, eqx.is_array)
