@@ -13,11 +13,13 @@ from world_models.presets import PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--env", default="CarRacing-v3")
     parser.add_argument("--preset", default="quick", help=" | ".join(PRESETS))
-    parser.add_argument("--run", default=None, help="run directory (default runs/ENV-PRESET)")
+    parser.add_argument("--run", default=None,
+                        help="run directory (default runs/ENV-PRESET)")
     parser.add_argument("--rounds", type=int, default=None, help="curriculum rounds")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set vae.steps=500")
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from world_models.pipeline.run import run_pipeline
 
     try:
-        report = run_pipeline(run, config, fresh=args.fresh, progress=not args.no_progress)
+        report = run_pipeline(run, config, fresh=args.fresh,
+                              progress=not args.no_progress)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

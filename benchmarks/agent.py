@@ -1,4 +1,5 @@
-"""Real-environment agent throughput: steps/s of V+M+C acting in CarRacing-v3, in one run.
+"""Real-environment agent throughput: steps/s of V+M+C acting in CarRacing-v3, in one
+run.
 
     uv run python benchmarks/agent.py [--steps 500 --repeats 5]
 
@@ -6,7 +7,8 @@ Two ways of making one agent step, interleaved in every repeat on the same frame
   two calls   the step as the agent made it before: a jitted V-encode-and-act call, the
               latent key built eagerly, the action brought to the host, then a jitted
               M step (the reference written out below)
-  one call    ``Agent.act`` over ``agent_step``: the whole step in one compiled call (the library)
+  one call    ``Agent.act`` over ``agent_step``: the whole step in one compiled call
+              (the library)
 and, for the share of the whole real step they are, CarRacing-v3's own ``env.step`` with
 the frame preprocessing, and one in-process episode segment (env + agent). Models are
 the quick preset's sizes (paper-sized V and M, linear controller) with random weights:

@@ -3,8 +3,9 @@
     uv run python benchmarks/dream.py [--horizon 100 --repeats 3 --generation-horizon 0]
 
 Sections (paper-sized M: z 32, LSTM 256, 5 mixtures per dimension; linear controller):
-  batch       agent-steps/s of Dream.population_returns over batch sizes (candidates x 16
-              rollouts), plus chunked variants of the largest batch (lax.map)
+  batch       agent-steps/s of Dream.population_returns over batch sizes
+              (candidates x 16 rollouts), plus chunked variants of the largest batch
+              (lax.map)
   generation  wall time of one whole generation (ask, dream, tell under one jit) at the
               quick (64 x 16) and full (256 x 16) settings (--generation-presets)
   loop        the same population dreamed by a Python loop over candidates (each a
@@ -28,12 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from world_models.config import make_config
-from world_models.presets import PRESETS
-from world_models.dream.evolve import initial_search, make_strategy, run_generations
+from world_models.dream.evolve import run_generations
 from world_models.dream.rollout import Dream, make_dream
+from world_models.dream.search import initial_search, make_strategy
 from world_models.envs import get_spec, step_limit
 from world_models.models.controller import controller_to_flat, make_controller
 from world_models.models.mdnrnn import rnn_from_config
+from world_models.presets import PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "dream.json"
 ROLLOUTS = 16

@@ -26,7 +26,8 @@ from dream import _dream, _time
 
 from world_models.config import make_config
 from world_models.dream import dqn, ppo
-from world_models.dream.evolve import initial_search, make_strategy, run_generations
+from world_models.dream.evolve import run_generations
+from world_models.dream.search import initial_search, make_strategy
 from world_models.models.controller import controller_to_flat
 
 RESULTS = Path(__file__).parent / "results" / "dream_learners.json"
@@ -42,7 +43,8 @@ def bench(horizon: int, repeats: int, ppo_updates: int, dqn_iterations: int) -> 
 
     def cma_generation():
         return run_generations(dream, es, es_params, es_state, jax.random.key(0),
-                               jnp.asarray(0), 1, settings.rollouts, settings.chunk_size)
+                               jnp.asarray(0), 1, settings.rollouts,
+                               settings.chunk_size)
 
     ppo_settings = ppo.PPOSettings(num_envs=64, num_steps=64, updates=ppo_updates)
     ppo_train = eqx.filter_jit(ppo.make_train(dream, ppo_settings))

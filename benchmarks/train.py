@@ -56,7 +56,8 @@ def _forward_batch(model, x, keys):
 
 
 class NaiveConvVAE(eqx.Module):
-    """The same network written the obvious way: eqx.nn.Conv2d / ConvTranspose2d, NCHW."""
+    """The same network written the obvious way: eqx.nn.Conv2d / ConvTranspose2d,
+    NCHW."""
 
     encoder: tuple[eqx.nn.Conv2d, ...]
     to_mu: eqx.nn.Linear
@@ -239,8 +240,8 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int
     states, timings, rows = {}, {}, []
     for name in variants:
         state = (rnn, optimiser.init(eqx.filter(rnn, eqx.is_array)))
-        compile_s, state = _timed_steps(step, state, batches[name], jax.random.PRNGKey(1),
-                                        1)
+        compile_s, state = _timed_steps(step, state, batches[name],
+                                        jax.random.PRNGKey(1), 1)
         states[name], timings[name] = state, []
         rows.append({"variant": name, "compile_s": compile_s})
     for _ in range(repeats):
@@ -277,7 +278,8 @@ def print_table(rows: list[dict]) -> None:
     print(header + f"{'max':>8} {'ratio':>6}  unit")
     for r in rows:
         print(
-            f"{r['model']:6} {r['variant']:44} {r['compile_s']:9.2f} {r['median']:9.1f} "
+            f"{r['model']:6} {r['variant']:44} {r['compile_s']:9.2f} "
+            f"{r['median']:9.1f} "
             f"{r['min']:8.1f} {r['max']:8.1f} {r['ratio']:6.2f}  {r['unit']} "
             f"(batch {r['batch_size']})"
         )

@@ -60,7 +60,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for t in sorted({row["t"] for row in rows}):
         at = [row for row in rows if row["t"] == t]
-        means = [np.mean([row[k] for row in at]) for k in ("real", "teacher_forced", "dream")]
+        means = [np.mean([row[k] for row in at])
+                 for k in ("real", "teacher_forced", "dream")]
         print(f"| {t} | {means[0]:.1f} | {means[1]:.1f} | {means[2]:.1f} | {len(at)} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))

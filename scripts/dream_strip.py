@@ -49,7 +49,8 @@ def main() -> None:
             dream, vae, params, jax.random.key(args.seed), args.rollouts, args.every
         )
         blocks.append(image)
-        print(f"τ = {temperature}: dream returns " + ", ".join(f"{r:.1f}" for r in returns))
+        print(f"τ = {temperature}: dream returns "
+              + ", ".join(f"{r:.1f}" for r in returns))
     out = args.out or args.run / "dream" / "strip.png"
     save_blocks(blocks, out)
     print(f"wrote {out}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from world_models.cli import run_cli
 from world_models.data.episodes import list_episodes
-from world_models.dream.evolve import save_start
+from world_models.dream.search import save_start
 from world_models.dream.selection import check_start
 from world_models.models.controller import controller_to_flat
 from world_models.run_directory import load_run_config
@@ -41,7 +41,8 @@ def main() -> None:
              if p.parent.name in args.policies]
     if not paths:
         raise SystemExit(f"no latents of {args.policies} under {args.run / 'latents'}")
-    controller, r2 = fit_linear_controller(config, load_rnn(args.run), paths, args.ridge)
+    controller, r2 = fit_linear_controller(config, load_rnn(args.run), paths,
+                                           args.ridge)
     flat = np.asarray(controller_to_flat(controller))
     folder = save_start(args.run / "imitation", config, flat)
     print(f"fitted to {len(paths)} episodes; R² per output: {np.round(r2, 3).tolist()}")

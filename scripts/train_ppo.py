@@ -24,8 +24,9 @@ import jax
 import numpy as np
 
 from world_models.cli import run_cli
-from world_models.dream.evolve import load_dream, save_start
+from world_models.dream.evolve import load_dream
 from world_models.dream.ppo import PPOSettings, make_train, policy_params
+from world_models.dream.search import save_start
 from world_models.dream.selection import check_start
 from world_models.files import write_json
 from world_models.logs import plot_curves

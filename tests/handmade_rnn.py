@@ -33,8 +33,8 @@ def counter_rnn(
     terminal_reward: float = 0.0,
 ) -> MDNRNN:
     """One hidden unit counts steps, h_t = tanh(rate * t); the termination logit turns
-    positive at step ``done_step`` (1-based); the reward is ``reward`` every step but the
-    terminating one, which pays ``terminal_reward``."""
+    positive at step ``done_step`` (1-based); the reward is ``reward`` every step but
+    the terminating one, which pays ``terminal_reward``."""
     rnn = MDNRNN(
         z_dim, action_size, hidden_size=1, num_mixtures=1, key=jax.random.key(0)
     )

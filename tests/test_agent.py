@@ -13,12 +13,8 @@ from world_models.agent import Agent, latent_key, load_controller, make_agent
 from world_models.config import make_config
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
-from world_models.dream.evolve import (
-    evolve,
-    load_search,
-    make_strategy,
-    restart_from_kept,
-)
+from world_models.dream.evolve import evolve
+from world_models.dream.search import load_search, make_strategy, restart_from_kept
 from world_models.dream.selection import real_check
 from world_models.envs import get_spec
 from world_models.evaluation.real import (
@@ -282,7 +278,8 @@ def test_agents_made_after_retraining_act_with_the_new_checkpoints(tmp_path):
     assert _same(retrained.rnn, load_rnn(run))
     assert not _same(retrained.rnn, first.rnn)
 
-    # pipeline.retrain_rnn: M set aside, a fresh one trained to the same step on grown data
+    # pipeline.retrain_rnn: M set aside, a fresh one trained to the same step on
+    # grown data
     (run / "rnn").rename(run / "rnn_round0")
     latents = sorted((run / "latents" / "round0" / "brownian").glob("*.npz"))
     grown = run / "latents" / "round1" / "brownian"

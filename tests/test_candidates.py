@@ -1,4 +1,5 @@
-"""Choosing among M candidates: the best final check wins, its folders become the run's."""
+"""Choosing among M candidates: the best final check wins, its folders become the
+run's."""
 
 import json
 from pathlib import Path

@@ -64,9 +64,11 @@ def test_a_setting_added_later_matches_only_at_its_default(tmp_path):
     assert resumed.latest_step() == 1
     with pytest.raises(CheckpointError, match="another config.*new"):
         Checkpointer(tmp_path / "ck", {"lr": 1e-3, "new": 0.5}, defaults=defaults)
-    with pytest.raises(CheckpointError, match="another config.*new"):  # no default known
+    # no default known
+    with pytest.raises(CheckpointError, match="another config.*new"):
         Checkpointer(tmp_path / "ck", {"lr": 1e-3, "new": 0.0})
-    with pytest.raises(CheckpointError, match="another config.*lr"):  # saved keys as before
+    # saved keys as before
+    with pytest.raises(CheckpointError, match="another config.*lr"):
         Checkpointer(tmp_path / "ck", {"lr": 1e-4, "new": 0.0}, defaults=defaults)
 
 
@@ -101,7 +103,8 @@ def test_half_written_step_is_ignored(tmp_path):
     ckpt = Checkpointer(tmp_path / "ck", {})
     ckpt.save(1, _state(0))
     # What a process killed mid-save leaves: orbax's temporary folder for the next step.
-    shutil.copytree(tmp_path / "ck" / "1", tmp_path / "ck" / "2.orbax-checkpoint-tmp-123")
+    shutil.copytree(tmp_path / "ck" / "1",
+                    tmp_path / "ck" / "2.orbax-checkpoint-tmp-123")
     fresh = Checkpointer(tmp_path / "ck", {})
     assert fresh.latest_step() == 1
     _leaves_equal(fresh.restore(_state(3)), _state(0))

@@ -22,7 +22,8 @@ def test_presets_round_trip_json(tmp_path, preset):
 
 
 def test_overrides_are_typed():
-    config = make_config("smoke", overrides=["vae.batch_size=7", "vae.learning_rate=0.5",
+    config = make_config("smoke", overrides=["vae.batch_size=7",
+                                              "vae.learning_rate=0.5",
                                               "collect.policies=brownian,recovery",
                                               "pipeline.retrain_vae=true"])
     assert config.vae.batch_size == 7 and config.vae.learning_rate == 0.5
@@ -31,7 +32,8 @@ def test_overrides_are_typed():
 
 
 @pytest.mark.parametrize("bad", ["vae.batch_size=-1", "collect.episodes_per_policy=0",
-                                 "vae.nope=1", "nope.x=1", "vae.batch_size=abc", "novalue"])
+                                 "vae.nope=1", "nope.x=1", "vae.batch_size=abc",
+                                 "novalue"])
 def test_invalid_values_refused(bad):
     with pytest.raises(ConfigError):
         apply_overrides(make_config("smoke"), [bad])
@@ -49,7 +51,8 @@ def test_run_directory_refuses_other_config(tmp_path):
         init_run(tmp_path / "run", make_config("smoke", overrides=["vae.steps=3"]))
     with pytest.raises(ConfigError, match="vae.steps"):
         load_run_config(tmp_path / "run", ["vae.steps=3"])
-    fresh = init_run(tmp_path / "run", make_config("smoke", overrides=["vae.steps=3"]), fresh=True)
+    fresh = init_run(tmp_path / "run", make_config("smoke", overrides=["vae.steps=3"]),
+                     fresh=True)
     assert load_run_config(tmp_path / "run").vae.steps == 3 == fresh.vae.steps
 
 
@@ -66,7 +69,8 @@ def test_a_run_grows_by_rounds_but_not_by_other_changes(tmp_path):
     with pytest.raises(ConfigError, match="pipeline.rounds"):  # rounds never shrink
         init_run(run, make_config("smoke", overrides=["pipeline.rounds=2"]))
     with pytest.raises(ConfigError, match="vae.steps"):  # nor ride with other changes
-        init_run(run, make_config("smoke", overrides=["pipeline.rounds=4", "vae.steps=3"]))
+        init_run(run, make_config("smoke",
+                                  overrides=["pipeline.rounds=4", "vae.steps=3"]))
 
 
 def test_missing_and_corrupt_config_files(tmp_path):
@@ -82,7 +86,8 @@ def test_missing_and_corrupt_config_files(tmp_path):
 
 
 def test_a_fresh_m_each_round_needs_a_new_search_each_round():
-    with pytest.raises(ConfigError, match="retrain_rnn needs pipeline.warm_start_es=false"):
+    with pytest.raises(ConfigError,
+                       match="retrain_rnn needs pipeline.warm_start_es=false"):
         make_config("quick", overrides=["pipeline.retrain_rnn=true"])
     config = make_config(
         "quick", overrides=["pipeline.retrain_rnn=true", "pipeline.warm_start_es=false"]

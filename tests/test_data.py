@@ -229,7 +229,8 @@ def test_split_by_episode(tmp_path):
     assert split_by_episode(paths, 0.2, seed=0) == (train, val)
     assert split_by_episode(paths, 0.2, seed=1) != (train, val)
     # More data (a later round) never moves an episode to the other side.
-    more = paths + [tmp_path / "round1" / "on_policy" / f"ep_{i:06d}.npz" for i in range(50)]
+    more = paths + [tmp_path / "round1" / "on_policy" / f"ep_{i:06d}.npz"
+                    for i in range(50)]
     assert set(val) <= set(split_by_episode(more, 0.2, seed=0)[1])
     # An episode and its mirrored latent file land on the same side.
     mirrored = [tmp_path / "latents" / p.relative_to(tmp_path) for p in paths]

@@ -6,10 +6,10 @@ from handmade_rnn import steering_reward_rnn
 
 from world_models.checkpoint import Checkpointer
 from world_models.config import make_config
-from world_models.dream.evolve import (
+from world_models.dream.evolve import run_generations
+from world_models.dream.search import (
     initial_search,
     make_strategy,
-    run_generations,
     search_checkpoint_config,
 )
 from world_models.dream.rollout import make_dream

@@ -8,7 +8,8 @@ from tiny_run import make_tiny_run
 
 from world_models.config import make_config
 from world_models.data.episodes import save_latents
-from world_models.dream.evolve import evolve, load_search, save_start
+from world_models.dream.evolve import evolve
+from world_models.dream.search import load_search, save_start
 from world_models.envs import get_spec
 from world_models.logs import read_metrics
 from world_models.models.controller import (
@@ -85,10 +86,12 @@ def test_a_search_starts_from_a_saved_controller(tmp_path):
                     0.01, np.float32)
     save_start(run / "imitation", config, -start)
     folder = save_start(run / "imitation", config, start)  # a second save replaces it
-    np.testing.assert_array_equal(load_search(run, config, folder)["best_params"], start)
+    np.testing.assert_array_equal(load_search(run, config, folder)["best_params"],
+                                  start)
     evolve(run, progress=False, start_from=folder)
     rows = read_metrics(run / "dream" / "metrics.jsonl")
-    assert rows[0]["step"] == 0 and "best_rescored" in rows[0]  # reality scores it first
+    # reality scores it first
+    assert rows[0]["step"] == 0 and "best_rescored" in rows[0]
     assert int(load_search(run)["generation"]) == config.dream.generations
 
 

@@ -88,8 +88,36 @@ def test_no_import_cycles():
 def test_modules_live_in_the_folder_of_their_link():
     """The flat package of old is gone: beside the shared helpers, every module sits
     in the folder of its link in the chain (docs/design.md, "The map")."""
-    shared = {"agent", "checkpoint", "cli", "config", "envs", "export", "files",
-              "logs", "presets", "run_directory", "seeds", "stats"}
+    shared = {"agent", "checkpoint", "cli", "config", "config_sections", "envs",
+              "export", "files", "logs", "presets", "run_directory", "seeds", "stats"}
     folders = {"data", "models", "training", "dream", "evaluation", "pipeline"}
     for name in module_files():
         assert name in shared or name.split(".")[0] in folders, name
+
+
+MAX_MODULE_LINES = 320  # "a few hundred lines" (DEVELOPERS.md), with a little slack
+LINE_LENGTH = 88  # pyproject.toml's [tool.ruff] line-length
+
+
+def test_every_module_stays_short():
+    """A module past a few hundred lines mixes concerns: split it by concept."""
+    long = {
+        name: lines
+        for name, path in module_files().items()
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_every_python_line_fits_the_line_length():
+    root = PACKAGE.parents[1]
+    folders = [root / name for name in ("src", "tests", "scripts", "benchmarks")]
+    files = [*root.glob("*.py"), *(f for d in folders for f in d.rglob("*.py"))]
+    assert len(files) > 50  # the tree is read
+    too_long = [
+        f"{path.relative_to(root)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if len(line) > LINE_LENGTH
+    ]
+    assert too_long == []

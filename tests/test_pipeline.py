@@ -1,4 +1,5 @@
-"""End to end: the smoke pipeline, its rounds, and a kill mid-stage followed by a re-run."""
+"""End to end: the smoke pipeline, its rounds, and a kill mid-stage followed by a
+re-run."""
 
 import json
 import os
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from world_models.config import ConfigError, make_config
-from world_models.dream.evolve import load_search
+from world_models.dream.search import load_search
 from world_models.logs import read_metrics
 from world_models.pipeline.markers import STAGES, marker_path
 from world_models.pipeline.run import run_pipeline

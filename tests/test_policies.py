@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from world_models.data.drivers import dashboard_speed, road_center, road_mask
+from world_models.data.car_view import dashboard_speed, road_center, road_mask
 from world_models.data.policies import (
     DRIVER_NAMES,
     env_action_bounds,

@@ -80,7 +80,8 @@ def test_report_shows_standard_errors_paired_differences_and_calibration(run):
     path = write_report(run_dir)
     report = path.read_text()
 
-    assert "over the same 6 seeded episodes (seeds 10000..10005; baselines on the first 6 of them)" in report
+    assert ("over the same 6 seeded episodes (seeds 10000..10005; "
+            "baselines on the first 6 of them)") in report
     se0 = r0.std(ddof=1) / math.sqrt(len(r0))
     assert f"| 0 | {r0.mean():.1f} ± {r0.std():.1f} (SE {se0:.1f}, n=6) |" in report
     se1 = r1.std(ddof=1) / math.sqrt(len(r1))
@@ -125,7 +126,8 @@ def test_report_shows_the_heads_of_m_when_logged(run):
     report = render_report(run_dir)
     assert ("M's reward and termination heads (validation, step 5): "
             "val_return_pred_mean 12.5, val_return_true_mean 20.25, "
-            "val_return_corr 0.625, val_return_ratio 0.5, val_done_auroc 0.875.") in report
+            "val_return_corr 0.625, val_return_ratio 0.5, "
+            "val_done_auroc 0.875.") in report
 
 
 def test_calibration_plot_is_redrawn_only_when_a_log_changed(run):

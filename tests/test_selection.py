@@ -4,7 +4,8 @@ import pytest
 from tiny_run import TINY_OVERRIDES, make_tiny_run
 
 from world_models.config import make_config
-from world_models.dream.evolve import evolve, load_search
+from world_models.dream.evolve import evolve
+from world_models.dream.search import load_search
 from world_models.dream.selection import (
     admit_finalist,
     empty_finalists,
@@ -36,7 +37,8 @@ def test_the_final_check_keeps_the_best_finalist_on_one_shared_block(tmp_path):
     summary = evolve(run, progress=False)
 
     checks = {r["step"]: r["real_score"]
-              for r in read_metrics(run / "dream" / "metrics.jsonl") if "real_score" in r}
+              for r in read_metrics(run / "dream" / "metrics.jsonl")
+              if "real_score" in r}
     assert sorted(checks) == [1, 2, 3, 4]
     record = load_finalists(run)["4"]
     best_two = sorted(checks, key=lambda g: (-checks[g], g))[:2]
@@ -44,9 +46,11 @@ def test_the_final_check_keeps_the_best_finalist_on_one_shared_block(tmp_path):
     for finalist in record["finalists"]:
         assert finalist["check_score"] == pytest.approx(checks[finalist["generation"]])
     winner = max(record["finalists"], key=lambda f: f["final_score"])
-    assert summary["best_generation"] == record["kept_generation"] == winner["generation"]
+    assert (summary["best_generation"] == record["kept_generation"]
+            == winner["generation"])
 
-    # the kept controller replays its final score on the final block, which no check plays
+    # the kept controller replays its final score on the final block, which no check
+    # plays
     seeds = final_check_seeds(config, 0)
     assert record["seeds"] == [seeds.start, seeds.stop - 1]
     for check in range(5):

@@ -144,7 +144,8 @@ def test_each_head_learns_from_its_own_weighting_of_the_windows():
     width = model.head.weight.shape[0] // 2
     twins = eqx.tree_at(  # both heads start equal: only their weightings differ
         lambda m: (m.head.weight, m.head.bias), model,
-        (jnp.tile(model.head.weight[:width], (2, 1)), jnp.tile(model.head.bias[:width], 2)),
+        (jnp.tile(model.head.weight[:width], (2, 1)),
+         jnp.tile(model.head.bias[:width], 2)),
     )
     grads = eqx.filter_grad(lambda m: sequence_loss(
         m, batch, jax.random.PRNGKey(1), config.rnn, get_spec(ENV))[0])(twins)
@@ -310,7 +311,8 @@ def test_terminal_reward_is_the_asymmetric_loss_minimiser():
     rewards = np.array([-100.0, -100.0, 3.0, -100.0, 2.0])
     value = terminal_reward(rewards, optimism_weight=5.0)
     grid = np.linspace(-101, 4, 20001)
-    losses = [np.sum(np.where(g > rewards, 5.0, 1.0) * (g - rewards) ** 2) for g in grid]
+    losses = [np.sum(np.where(g > rewards, 5.0, 1.0) * (g - rewards) ** 2)
+              for g in grid]
     assert value == pytest.approx(grid[int(np.argmin(losses))], abs=0.01)
     assert value < rewards.mean()  # pessimistic: below the plain mean
     assert terminal_reward(np.array([]), 5.0) == 0.0

@@ -112,7 +112,8 @@ def test_conv_lowerings_give_the_same_vae_outputs_and_gradients(monkeypatch):
     for a, b in zip(jax.tree.leaves(ours_grad), jax.tree.leaves(ref_grad)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
     monkeypatch.setenv(CONV_LOWERING_VARIABLE, "cudnn")
-    with pytest.raises(ValueError, match="WORLD_MODELS_CONV='cudnn'; known: gather, xla"):
+    with pytest.raises(ValueError,
+                       match="WORLD_MODELS_CONV='cudnn'; known: gather, xla"):
         vae.encode(frames[0])
 
 

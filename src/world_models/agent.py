@@ -29,6 +29,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from world_models.config import Config
 from world_models.data.policies import register_policy
+from world_models.dream.search import load_search
 from world_models.envs import EnvSpec, get_spec
 from world_models.export import is_exported, load_exported, write_exported
 from world_models.models.controller import (
@@ -120,7 +121,8 @@ class Agent:
         """This step's draw of ``agent_step``'s exploration from the episode's RNG."""
         if self.spec.discrete:
             explores = self.noise > 0 and self.rng.random() < self.noise
-            return np.int32(self.rng.integers(self.spec.action_size) if explores else -1)
+            action = self.rng.integers(self.spec.action_size) if explores else -1
+            return np.int32(action)
         if self.noise == 0:
             return np.zeros(self.spec.action_size, np.float32)
         draw = self.rng.standard_normal(self.spec.action_size)
@@ -212,8 +214,6 @@ def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Control
     template = make_controller(config, key=jax.random.key(0))
     if source == "zero":
         return zero_controller(template)
-    from world_models.dream.evolve import load_search  # evolve imports this module
-
     search = load_search(run_dir, config)
     flat = search["best_params"] if source == "best" else search["es_state"].mean
     return controller_from_flat(template, jnp.asarray(flat))

@@ -32,7 +32,8 @@ def _canonical(config: dict[str, Any]) -> Any:
 
 
 def _is_array_like(leaf: Any) -> bool:
-    """Arrays, and the shape-only leaves of a template made by ``eqx.filter_eval_shape``."""
+    """Arrays, and the shape-only leaves of a template made by
+    ``eqx.filter_eval_shape``."""
     return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
 
 
@@ -56,7 +57,8 @@ def _to_storable(tree: Any) -> Any:
 
 
 class Checkpointer:
-    """Saves and restores training states under ``directory``, keeping the last ``keep``.
+    """Saves and restores training states under ``directory``, keeping the last
+    ``keep``.
 
     ``defaults``: the config's default values. A key the saved config lacks (a setting
     added after those checkpoints were written) matches when ``config`` holds its
@@ -98,8 +100,9 @@ class Checkpointer:
             )
             if changed:
                 raise CheckpointError(
-                    f"checkpoints in {self.directory} were written under another config "
-                    f"(differs in: {', '.join(changed) or 'structure'}); start over with --fresh"
+                    f"checkpoints in {self.directory} were written under another "
+                    f"config (differs in: {', '.join(changed) or 'structure'}); "
+                    "start over with --fresh"
                 )
         self._manager: ocp.CheckpointManager | None = None
 
@@ -156,7 +159,8 @@ class Checkpointer:
         except Exception as error:  # orbax raises many types for damaged files
             raise CheckpointError(
                 f"checkpoint step {step} in {self.directory} cannot be read "
-                f"({type(error).__name__}: {error}); delete it or start over with --fresh"
+                f"({type(error).__name__}: {error}); "
+                "delete it or start over with --fresh"
             ) from error
         restored = jax.tree.map(
             lambda saved, like: (

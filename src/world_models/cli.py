@@ -1,4 +1,5 @@
-"""What the top-level scripts share: bad input ends with one clear line, not a traceback."""
+"""What the top-level scripts share: bad input ends with one clear line, not a
+traceback."""
 
 from __future__ import annotations
 

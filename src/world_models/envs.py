@@ -1,4 +1,5 @@
-"""Environment registry: action space, frame preprocessing, step limit, reward threshold.
+"""Environment registry: action space, frame preprocessing, step limit, reward
+threshold.
 
 Every frame the library stores or feeds to V goes through ``preprocess_frame``: one crop
 and one resize method (PIL bilinear) for collection, training, the agent and evaluation.
@@ -114,5 +115,6 @@ def preprocess_frame(frame: np.ndarray, spec: EnvSpec) -> np.ndarray:
 
 
 def step_limit(spec: EnvSpec, max_steps: int) -> int:
-    """The effective episode cap: ``max_steps`` if set (> 0), else the env's own limit."""
+    """The effective episode cap: ``max_steps`` if set (> 0), else the env's own
+    limit."""
     return min(max_steps, spec.max_steps) if max_steps > 0 else spec.max_steps

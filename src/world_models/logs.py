@@ -1,4 +1,5 @@
-"""Training metrics: one JSONL file (the record) mirrored to TensorBoard, and PNG curves."""
+"""Training metrics: one JSONL file (the record) mirrored to TensorBoard, and PNG
+curves."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ METRICS_FILENAME = "metrics.jsonl"
 class MetricsLogger:
     """Appends ``{"step": s, **scalars}`` lines to ``directory/metrics.jsonl``.
 
-    On resume, lines past the step being resumed from are dropped first (``truncate_after``)
-    so a killed-then-resumed run leaves the same log as an uninterrupted one.
+    On resume, lines past the step being resumed from are dropped first
+    (``truncate_after``), so a killed-then-resumed run leaves the same log as an
+    uninterrupted one.
     """
 
     def __init__(self, directory: str | os.PathLike, tensorboard: bool = True):

@@ -56,9 +56,9 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
         }
     if preset == "quick":
         return {
-            # Collection and the test span the env's whole episode (1000 steps). M learns
-            # on 100-step windows and the dream lasts 400 steps: 1000-step windows and
-            # dreams transferred far worse (docs/transfer.md).
+            # Collection and the test span the env's whole episode (1000 steps). M
+            # learns on 100-step windows and the dream lasts 400 steps: 1000-step
+            # windows and dreams transferred far worse (docs/transfer.md).
             "collect": dict(episodes_per_policy=16, max_steps=0),
             "vae": dict(
                 batch_size=64, steps=1500, eval_every=250, checkpoint_every=500

@@ -41,7 +41,8 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
         grows = config.pipeline.rounds > saved.pipeline.rounds
         if diff and not (diff == ["pipeline.rounds"] and grows):
             raise ConfigError(
-                f"{run_dir} was made under another config (differs in: {', '.join(diff)}); "
+                f"{run_dir} was made under another config "
+                f"(differs in: {', '.join(diff)}); "
                 "use the same settings, another --run, or --fresh to start over"
             )
         if not diff:

@@ -67,7 +67,8 @@ def collection_slot(policy_name: str) -> int:
 
 
 def collection_episodes(config: Any, policy_name: str) -> int:
-    """Episodes a round collects of ``policy_name``: on-policy ones are counted apart."""
+    """Episodes a round collects of ``policy_name``: on-policy ones are counted
+    apart."""
     if policy_name == "on_policy":
         return config.pipeline.on_policy_episodes
     return config.collect.episodes_per_policy

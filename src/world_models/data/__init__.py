@@ -1,1 +1,2 @@
-"""Episodes and latents on disk, the samplers over them, and the processes that collect them."""
+"""Episodes and latents on disk, the samplers over them, and the processes that
+collect them."""

@@ -31,10 +31,11 @@ def split_by_episode(
     """Split episode files into (train, validation) by a seeded hash of their names.
 
     Whole episodes go to one side, so validation frames never neighbour training frames.
-    The side of an episode depends only on its last three path parts (roundK/POLICY/file)
-    and the seed: episodes added in later rounds never move earlier ones across, and an
-    episode and its latent file (the mirrored path) land on the same side. With at least
-    two episodes and ``val_fraction > 0`` each side gets one or more.
+    The side of an episode depends only on its last three path parts
+    (roundK/POLICY/file) and the seed: episodes added in later rounds never move
+    earlier ones across, and an episode and its latent file (the mirrored path) land
+    on the same side. With at least two episodes and ``val_fraction > 0`` each side
+    gets one or more.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -178,7 +179,8 @@ class SequenceSampler:
         rewards      float32 (B, L)       r_t
         reward_targets float32 (B, L)     what M's reward head learns for step t: the
                                           mean reward of steps t .. t+k-1 (k =
-                                          ``reward_window``; see ``forward_mean_rewards``)
+                                          ``reward_window``; see
+                                          ``forward_mean_rewards``)
         terminated   bool    (B, L)       terminated_t (predicted from z_t, a_t, h_t)
         truncated    bool    (B, L)
         mask         float32 (B, L)       1 for real steps, 0 for the padding after

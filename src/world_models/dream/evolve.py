@@ -9,7 +9,8 @@ Every ``real_eval_every`` generations (and at the last) the CMA mean plays
 ``real_eval_episodes`` seeded episodes of the real env on the worker pool; the
 controller kept as best is the one with the best REAL mean return, never the best dream
 sample; with ``dream.finalists`` the best checks are played again on one shared block at
-the end and the best there is kept (``dream/selection.py``).
+the end and the best there is kept (``dream/selection.py``). The search's state and its
+checkpoints are ``dream/search.py``'s.
 """
 
 from __future__ import annotations
@@ -26,60 +27,24 @@ from evosax.algorithms import CMA_ES
 from jaxtyping import Array, PRNGKeyArray
 from tqdm import tqdm
 
-from world_models.checkpoint import Checkpointer
 from world_models.config import Config
 from world_models.dream.rollout import Dream, make_dream
-from world_models.dream.selection import (
-    check_in_reality,
-    empty_finalists,
-    final_check,
-    rescore_kept,
+from world_models.dream.search import (
+    load_search,
+    restart_from_kept,
+    search_checkpointer,
+    search_from_kept,
+    search_template,
 )
+from world_models.dream.selection import check_in_reality, final_check, rescore_kept
 from world_models.dream.starts import load_dream_starts
 from world_models.envs import get_spec, step_limit
 from world_models.logs import MetricsLogger, plot_curves
-from world_models.models.controller import (
-    controller_to_flat,
-    make_controller,
-    num_parameters,
-)
+from world_models.models.controller import make_controller
 from world_models.run_directory import load_run_config
 from world_models.training.rnn import latest_rnn_step, load_rnn
 
 DREAM_ESTIMATE_ROLLOUTS = 64  # dreams behind the dream's estimate at a real check
-
-
-def make_strategy(config: Config, num_params: int) -> tuple[CMA_ES, Any]:
-    """evosax CMA-ES over flat controller vectors, with σ0 from the config."""
-    es = CMA_ES(
-        population_size=config.dream.population,
-        solution=jnp.zeros(num_params, jnp.float32),
-    )
-    es_params = es.default_params.replace(std_init=jnp.asarray(config.dream.sigma0))
-    return es, es_params
-
-
-def _arrays(tree: Any) -> Any:
-    """Python scalars of evosax's fresh state as arrays, so checkpoints keep them."""
-    return jax.tree.map(jnp.asarray, tree)
-
-
-def initial_search(
-    es: CMA_ES, es_params: Any, mean: Array, seed: int, finalists: int = 0
-) -> dict[str, Any]:
-    es_state = es.init(jax.random.key(seed), mean, es_params)
-    return _arrays(
-        dict(
-            es_state=es_state,
-            generation=0,
-            best_params=mean,
-            best_real_score=-jnp.inf,
-            best_generation=-1,
-            rnn_step=-1,  # the M under which best_real_score was measured
-            round_start=0,  # generation at which this round's search began
-            **empty_finalists(finalists, mean.shape[0]),
-        )
-    )
 
 
 @eqx.filter_jit
@@ -129,15 +94,6 @@ def dream_estimate(
     return returns.mean(), returns.std()
 
 
-def restart_from_kept(
-    es: CMA_ES, es_params: Any, search: dict[str, Any], seed: int
-) -> dict[str, Any]:
-    """The search restarted at its kept controller with σ0 and a fresh covariance; the
-    generation count and the kept controller carry on, and a new round begins."""
-    es_state = es.init(jax.random.key(seed), search["best_params"], es_params)
-    return dict(search, es_state=_arrays(es_state), round_start=search["generation"])
-
-
 def load_dream(
     run_dir: str | os.PathLike, config: Config, temperature: float | None = None
 ) -> Dream:
@@ -155,86 +111,6 @@ def load_dream(
         dropout=settings.dropout,
         ensemble=settings.ensemble,
     )
-
-
-def search_checkpoint_config(config: Config) -> dict[str, Any]:
-    """What a resumed search shares with the saved one (not its length or checks)."""
-    dream = config.to_dict()["dream"]
-    for key in ("generations", "real_eval_every", "real_eval_episodes",
-                "final_check_episodes"):
-        dream.pop(key)
-    return dict(
-        dream,
-        env_id=config.env_id,
-        z_dim=config.vae.z_dim,
-        hidden_size=config.rnn.hidden_size,
-    )
-
-
-def _checkpointer(folder: Path, config: Config) -> Checkpointer:
-    return Checkpointer(
-        folder / "ckpt",
-        search_checkpoint_config(config),
-        defaults=search_checkpoint_config(Config()),
-    )
-
-
-def _search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
-    template = make_controller(config, key=jax.random.key(config.dream.seed))
-    es, es_params = make_strategy(config, num_parameters(template))
-    mean = jnp.zeros_like(controller_to_flat(template))
-    search = initial_search(
-        es, es_params, mean, config.dream.seed, config.dream.finalists
-    )
-    return es, es_params, search
-
-
-def _search_from_kept(
-    es: CMA_ES, es_params: Any, kept: Array, config: Config
-) -> dict[str, Any]:
-    """A new search centred on ``kept``, recorded as kept at generation 0 but not yet
-    scored by reality (so ``evolve`` re-scores it first)."""
-    return dict(
-        initial_search(
-            es, es_params, kept, config.dream.seed, config.dream.finalists
-        ),
-        best_params=kept,
-        best_generation=jnp.asarray(0),
-    )
-
-
-def save_start(
-    folder: str | os.PathLike, config: Config, params: Array
-) -> Path:
-    """A search folder whose kept controller is ``params``: ``evolve(start_from=...)``
-    starts there (re-scored by reality first), e.g. from a fitted controller. A start
-    saved there before is replaced."""
-    es, es_params, _ = _search_template(config)
-    search = _search_from_kept(es, es_params, jnp.asarray(params, jnp.float32), config)
-    shutil.rmtree(Path(folder) / "ckpt", ignore_errors=True)
-    checkpointer = _checkpointer(Path(folder), config)
-    try:
-        checkpointer.save(0, search)
-    finally:
-        checkpointer.close()
-    return Path(folder)
-
-
-def load_search(
-    run_dir: str | os.PathLike,
-    config: Config | None = None,
-    folder: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """The latest saved search of ``run_dir`` (or of the search ``folder``, e.g. an
-    earlier round's kept aside): es_state, generation, best_params, ..."""
-    config = load_run_config(run_dir) if config is None else config
-    _, _, template = _search_template(config)
-    folder = Path(run_dir) / "dream" if folder is None else Path(folder)
-    checkpointer = _checkpointer(folder, config)
-    try:
-        return checkpointer.restore(template)
-    finally:
-        checkpointer.close()
 
 
 def evolve(
@@ -262,17 +138,17 @@ def evolve(
     workers = config.eval.workers if workers is None else workers
     out_dir = run_dir / "dream"
 
-    es, es_params, search = _search_template(config)
+    es, es_params, search = search_template(config)
     dream = load_dream(run_dir, config)
     if fresh:
         shutil.rmtree(out_dir / "ckpt", ignore_errors=True)
-    checkpointer = _checkpointer(out_dir, config)
+    checkpointer = search_checkpointer(out_dir, config)
     logger = MetricsLogger(out_dir)
     if checkpointer.latest_step() is not None:
         search = checkpointer.restore(search)
     elif start_from is not None:
         kept = load_search(run_dir, config, start_from)["best_params"]
-        search = _search_from_kept(es, es_params, kept, config)
+        search = search_from_kept(es, es_params, kept, config)
     logger.truncate_after(int(search["generation"]))
     rnn_step = latest_rnn_step(run_dir)
     if int(search["best_generation"]) >= 0 and int(search["rnn_step"]) != rnn_step:

@@ -1,4 +1,5 @@
-"""Comparing world models by their pixel MSE per horizon (result pickles of any tool)."""
+"""Comparing world models by their pixel MSE per horizon (result pickles of any
+tool)."""
 
 from __future__ import annotations
 

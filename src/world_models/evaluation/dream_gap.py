@@ -1,4 +1,5 @@
-"""Where a controller's dream leaves reality: its dream branched off its own real episodes.
+"""Where a controller's dream leaves reality: its dream branched off its own real
+episodes.
 
 At frames t = 0, k, 2k, ... of a real episode the controller played, three sums over the
 next ``horizon`` steps are set side by side: the rewards reality paid, M's reward

@@ -40,7 +40,8 @@ class MDNOutput(NamedTuple):
 class MDNRNN(eqx.Module):
     cell: eqx.nn.LSTMCell
     head: eqx.nn.Linear
-    # The reward paid on a terminating step (CarRacing's -100 for leaving the playfield),
+    # The reward paid on a terminating step (CarRacing's -100 for leaving the
+    # playfield),
     # learned apart from the per-step reward head: one rare, huge target inside the
     # squared reward loss drags every prediction near it down.
     terminal_reward: Float[Array, ""]

@@ -27,4 +27,6 @@ def read_markers(run_dir: Path) -> list[dict[str, Any]]:
         return []
     records = [json.loads(p.read_text()) for p in folder.glob("round*_*.json")]
     order = {stage: i for i, stage in enumerate(STAGES)}
-    return sorted(records, key=lambda r: (r["round"], order.get(r["stage"], len(order))))
+    return sorted(
+        records, key=lambda r: (r["round"], order.get(r["stage"], len(order)))
+    )

@@ -90,7 +90,8 @@ def render_report(run_dir: str | Path) -> str:
         f"# World Models run: {run_dir.name}",
         "",
         f"Environment **{config.env_id}**, preset **{config.preset or 'none'}**, "
-        f"{config.pipeline.rounds} round(s). Full settings: [config.json](config.json).",
+        f"{config.pipeline.rounds} round(s). "
+        "Full settings: [config.json](config.json).",
         "",
     ]
 
@@ -249,7 +250,8 @@ def _candidates_section(run_dir: Path) -> list[str]:
     for row in record["candidates"]:
         chosen = " (chosen)" if row["index"] == record["chosen"] else ""
         lines.append(
-            f"| m{row['index']}{chosen} | {row['rnn_seed']} | {row['kept_generation']} | "
+            f"| m{row['index']}{chosen} | {row['rnn_seed']} | "
+            f"{row['kept_generation']} | "
             f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
             f"{row['seeds'][0]}..{row['seeds'][1]} |"
         )

@@ -1,12 +1,14 @@
-"""The whole job as resumable stages: collect → VAE → encode → RNN → dream → test, in rounds.
+"""The whole job as resumable stages: collect → VAE → encode → RNN → dream → test, in
+rounds.
 
-Each stage is itself resumable (collection skips finished episodes, training resumes from
-its checkpoints), and a finished stage leaves a marker ``pipeline/roundK_STAGE.json`` with
-its wall time and summary, so a re-run skips it. Round K > 0 collects the current agent's
-own episodes (failures kept) plus the configured heuristic drivers, then trains M and C
-on the union of all rounds: M continues from the previous round's checkpoint to (K + 1) ×
-the configured steps, or with ``pipeline.retrain_rnn`` starts over (the previous M is kept
-aside as ``rnn_roundK-1``). With ``pipeline.rnn_candidates`` > 1, round 0 trains several
+Each stage is itself resumable (collection skips finished episodes, training resumes
+from its checkpoints), and a finished stage leaves a marker
+``pipeline/roundK_STAGE.json`` with its wall time and summary, so a re-run skips it.
+Round K > 0 collects the current agent's own episodes (failures kept) plus the
+configured heuristic drivers, then trains M and C on the union of all rounds: M
+continues from the previous round's checkpoint to (K + 1) × the configured steps, or
+with ``pipeline.retrain_rnn`` starts over (the previous M is kept aside as
+``rnn_roundK-1``). With ``pipeline.rnn_candidates`` > 1, round 0 trains several
 M's and keeps the one whose dream taught the controller that plays best
 (``pipeline/candidates.py``).
 """

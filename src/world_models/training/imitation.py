@@ -72,6 +72,9 @@ def fit_linear_controller(
     controller = eqx.tree_at(
         lambda c: (c.linear.weight, c.linear.bias),
         template,
-        (jnp.asarray(weights[:-1].T, jnp.float32), jnp.asarray(weights[-1], jnp.float32)),
+        (
+            jnp.asarray(weights[:-1].T, jnp.float32),
+            jnp.asarray(weights[-1], jnp.float32),
+        ),
     )
     return controller, r2

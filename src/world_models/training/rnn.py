@@ -150,7 +150,8 @@ def train_rnn(
 
     optimizer = make_optimizer(rnn)
     train_steps = {
-        frozen: make_train_step(optimizer, rnn, spec, frozen) for frozen in (False, True)
+        frozen: make_train_step(optimizer, rnn, spec, frozen)
+        for frozen in (False, True)
     }
     model, opt_state, base_key = state["model"], state["opt_state"], state["key"]
     terminal_rewards = np.concatenate(

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from world_models.config import RNNConfig
+from world_models.config_sections import RNNConfig
 from world_models.envs import EnvSpec
 from world_models.models.mdnrnn import (
     MDNRNN,
@@ -151,7 +151,8 @@ def make_train_step(
     """
 
     def without_lstm(tree):
-        return eqx.tree_at(lambda m: m.cell, tree, jax.tree.map(jnp.zeros_like, tree.cell))
+        zeros = jax.tree.map(jnp.zeros_like, tree.cell)
+        return eqx.tree_at(lambda m: m.cell, tree, zeros)
 
     @eqx.filter_jit
     def train_step(model: MDNRNN, opt_state, batch: Batch, key: jax.Array):

@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
-from world_models.config import VAEConfig
+from world_models.config_sections import VAEConfig
 from world_models.data.episodes import (
     PROVENANCE_KEYS,
     STEP_KEYS,
