@@ -31,11 +31,14 @@ from world_models.models.vae import (
     count_parameters,
     encode_frames,
     kl_divergence,
+    salient_weights,
     vae_loss,
 )
 from world_models.run_directory import init_run
 from world_models.training.fit import TrainingDivergedError
 from world_models.training.vae import encode_run, load_vae, train_vae
+
+STEPS_TO_KEEP_A_SQUARE = 60
 
 def test_parameter_count_matches_paper():
     assert count_parameters(ConvVAE(32, key=jax.random.PRNGKey(0))) == 4_348_547
@@ -174,6 +177,67 @@ def test_overfits_a_few_frames():
         vae, opt_state, loss = step(vae, opt_state, jax.random.PRNGKey(i))
         losses.append(float(loss))
     assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
+
+
+def _frames_with_a_small_square(count: int, seed: int) -> np.ndarray:
+    """A dark static scene with a bright 3x3 square at a random place in each frame:
+    LunarLander's lander in miniature."""
+    rng = np.random.default_rng(seed)
+    frames = np.full((count, 64, 64, 3), 0.1, np.float32)
+    frames[:, 48:, :] = 0.9  # the ground
+    rows, cols = rng.integers(4, 40, count), rng.integers(4, 60, count)
+    for frame, row, col in zip(frames, rows, cols):
+        frame[row : row + 3, col : col + 3] = (0.5, 0.4, 0.9)
+    return frames
+
+
+def test_salient_weights_mark_what_differs_from_the_batch_median():
+    frames = jnp.asarray(_frames_with_a_small_square(16, seed=0))
+    weights = np.asarray(salient_weights(frames, 9.0))[..., 0]
+    square = np.abs(np.asarray(frames) - np.asarray(frames)[:, :1, :1]).max(-1) > 0.3
+    square[:, 48:, :] = False  # the ground is in every frame: not salient
+    assert weights.shape == (16, 64, 64)
+    np.testing.assert_array_equal(weights, np.where(square, 10.0, 1.0))
+    # The loss weights exactly those pixels' squared error; weight 0 is the plain loss.
+    vae, key = ConvVAE(4, key=jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
+    _, plain = vae_loss(vae, frames, key)
+    _, zero = vae_loss(vae, frames, key, salient_weight=0.0)
+    assert float(plain["recon"]) == float(zero["recon"])
+    _, weighted = vae_loss(vae, frames, key, salient_weight=9.0)
+    recon = vae.forward_batch(frames, jax.random.split(key, 16))[0]
+    error = np.asarray((recon - frames) ** 2).sum(-1)
+    expected = (error * np.where(square, 10.0, 1.0)).sum((1, 2)).mean()
+    np.testing.assert_allclose(float(weighted["recon"]), expected, rtol=1e-5)
+
+
+def test_salient_weighting_makes_v_keep_a_small_object():
+    train = jnp.asarray(_frames_with_a_small_square(256, seed=1))
+    held_out = jnp.asarray(_frames_with_a_small_square(32, seed=2))
+    square = np.abs(np.asarray(held_out) - 0.1).max(-1) > 0.3
+    square[:, 48:, :] = False
+
+    def square_error(salient_weight: float) -> float:
+        vae = ConvVAE(8, key=jax.random.PRNGKey(0))
+        optimiser = optax.adam(1e-3)
+        opt_state = optimiser.init(eqx.filter(vae, eqx.is_array))
+
+        @eqx.filter_jit
+        def step(model, opt_state, batch, key):
+            grads = eqx.filter_grad(
+                lambda m: vae_loss(m, batch, key, salient_weight=salient_weight)[0]
+            )(model)
+            updates, opt_state = optimiser.update(grads, opt_state, model)
+            return eqx.apply_updates(model, updates), opt_state
+
+        for i in range(STEPS_TO_KEEP_A_SQUARE):
+            batch = train[(16 * i) % 256 : (16 * i) % 256 + 16]
+            vae, opt_state = step(vae, opt_state, batch, jax.random.PRNGKey(i))
+        mu, _ = vae.encode_batch(held_out)
+        error = np.asarray((vae.decode_batch(mu) - held_out) ** 2).sum(-1)
+        return float(error[square].mean())
+
+    plain, weighted = square_error(0.0), square_error(50.0)
+    assert weighted < 0.7 * plain, (plain, weighted)
 
 
 def test_encode_frames_batches_like_one_call():

@@ -50,6 +50,10 @@ class VAEConfig:
     kl_tolerance: float = 0.5  # free-bits floor: KL >= kl_tolerance * z_dim
     beta: float = 1.0
     beta_anneal_steps: int = 0  # linear ramp of beta from 0 over this many steps
+    # Extra weight of the squared error on pixels that differ from the batch's median
+    # frame (models/vae.salient_weights): small moving objects that a plain pixel loss
+    # drops, such as LunarLander's lander (docs/worlds.md). 0: the paper's loss.
+    salient_weight: float = 0.0
     val_fraction: float = 0.1
     eval_every: int = 200
     checkpoint_every: int = 500
@@ -61,6 +65,7 @@ class VAEConfig:
         require(self.learning_rate > 0, "vae.learning_rate must be > 0")
         require(self.steps >= 0, "vae.steps must be >= 0")
         require(self.beta >= 0, "vae.beta must be >= 0")
+        require(self.salient_weight >= 0, "vae.salient_weight must be >= 0")
         require(0 <= self.val_fraction < 1, "vae.val_fraction must be in [0, 1)")
         require(self.eval_every > 0, "vae.eval_every must be > 0")
         require(self.checkpoint_every > 0, "vae.checkpoint_every must be > 0")

@@ -85,7 +85,12 @@ def make_train_step(config: VAEConfig):
     def loss_fn(model, frames, key, step):
         beta = beta_at(step, config.beta, config.beta_anneal_steps)
         loss, parts = vae_loss(
-            model, frames, key, beta=beta, kl_tolerance=config.kl_tolerance
+            model,
+            frames,
+            key,
+            beta=beta,
+            kl_tolerance=config.kl_tolerance,
+            salient_weight=config.salient_weight,
         )
         return loss, (parts["recon"], parts["kl"])
 
