@@ -28,6 +28,10 @@ from jaxtyping import Array, PRNGKeyArray
 from tqdm import tqdm
 
 from world_models.config import Config
+from world_models.dream.devices import (
+    arguments_on_every_device,
+    whole_on_every_device,
+)
 from world_models.dream.rollout import Dream, make_dream
 from world_models.dream.search import (
     load_search,
@@ -47,6 +51,7 @@ from world_models.training.rnn import latest_rnn_step, load_rnn
 DREAM_ESTIMATE_ROLLOUTS = 64  # dreams behind the dream's estimate at a real check
 
 
+@arguments_on_every_device
 @eqx.filter_jit
 def run_generations(
     dream: Dream,
@@ -66,10 +71,11 @@ def run_generations(
             jax.random.fold_in(root_key, index), 3
         )
         population, state = es.ask(ask_key, state, es_params)
+        population = whole_on_every_device(population)
         returns, lengths = dream.population_returns(
             population, dream_key, rollouts, chunk_size
         )
-        fitness = returns.mean(axis=1)
+        fitness = whole_on_every_device(returns.mean(axis=1))
         state, _ = es.tell(
             tell_key, population, -fitness, state, es_params
         )  # minimises
@@ -85,6 +91,7 @@ def run_generations(
     return jax.lax.scan(generation, es_state, indices)
 
 
+@arguments_on_every_device
 @eqx.filter_jit
 def dream_estimate(
     dream: Dream, params: Array, key: PRNGKeyArray, rollouts: int

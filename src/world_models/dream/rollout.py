@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from world_models.dream.devices import device_count, split_candidates
 from world_models.dream.starts import DreamStarts
 from world_models.envs import EnvSpec
 from world_models.models.controller import Controller, act, controller_from_flat
@@ -225,17 +226,22 @@ class Dream(eqx.Module):
         """Returns and lengths of every candidate over ``rollouts`` shared dreams.
 
         ``chunk_size`` (candidates x rollouts per vmapped batch; 0 = all at once) splits
-        the population into sequential chunks with ``lax.map``.
+        the population into sequential chunks with ``lax.map``. With several devices
+        each chunk is split over them (``dream/devices.py``), padded to a multiple of
+        their number by repeating the last candidate; the padding is cut off.
         """
         keys = jax.random.split(key, rollouts)
         per_candidate = jax.vmap(self.rollout, in_axes=(None, 0))
 
         def candidates(params):
+            params = split_candidates(params)
             return jax.vmap(per_candidate, in_axes=(0, None))(params, keys)
 
         size = population.shape[0]
         per_chunk = max(1, chunk_size // rollouts) if chunk_size else size
-        if per_chunk >= size:
+        devices = device_count()
+        per_chunk = -(-min(per_chunk, size) // devices) * devices
+        if per_chunk == size:
             return candidates(population)
         num_chunks = -(-size // per_chunk)
         padding = num_chunks * per_chunk - size
