@@ -3,6 +3,7 @@
     uv run python collect_data.py --env CarRacing-v3 --policy brownian --episodes 8 \\
         --workers 2 --max-steps 200 --seed 0 --out DIR
     uv run python collect_data.py --run runs/NAME [--preset quick] [--policy recovery]
+    uv run python collect_data.py ... --backend ray [--ray-address HEAD:6379]
 
 With --run, settings come from runs/NAME/config.json (created from --preset and the
 flags if absent) and episodes go to runs/NAME/data/roundK/POLICY/.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from world_models.config import ConfigError, make_config
@@ -44,6 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default=None,
+        help="who plays the episodes: local processes (default) or Ray actors",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --backend ray: HEAD:6379 joins that cluster "
+        "(default: RAY_ADDRESS, else a local Ray)",
+    )
+    parser.add_argument(
         "--preset", default="quick", help="preset for a new --run config"
     )
     parser.add_argument("--round", type=int, default=0, help="curriculum round (--run)")
@@ -57,6 +71,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "workers": args.workers,
         "max_steps": args.max_steps,
         "seed": args.seed,
+        "backend": args.backend,
+        "ray_address": args.ray_address,
     }
     overrides = [f"collect.{k}={v}" for k, v in fields.items() if v is not None]
     if args.env is not None:
@@ -78,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             policies = [args.policy] if args.policy else None
             collect_round(args.run, config, args.round, policies)
         else:
-            defaults = make_config("quick").collect
+            defaults = replace(
+                make_config("quick").collect,
+                backend=args.backend or "local",
+                ray_address=args.ray_address or "",
+            )  # checks the two
             manifest = collect(
                 args.out,
                 args.env or "CarRacing-v3",
@@ -90,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.workers if args.workers is not None else defaults.workers,
                 args.max_steps if args.max_steps is not None else defaults.max_steps,
                 progress=not args.no_progress,
+                backend=defaults.backend,
+                ray_address=defaults.ray_address,
             )
             print(
                 f"{manifest['total_episodes']} episodes,"

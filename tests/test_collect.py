@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,14 @@ def test_run_directory_mode(tmp_path):
     assert (
         collect_data.main(["--run", str(run), "--episodes", "3", "--no-progress"]) == 1
     )
+
+
+def test_the_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    from world_models.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    monkeypatch.delenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", raising=False)
+    with pytest.raises(ConfigError, match="uv sync --extra ray"):
+        collect(tmp_path, "CarRacing-v3", "brownian", 1, 0, 1, 5, progress=False,
+                backend="ray")
+    assert list(tmp_path.iterdir()) == []

@@ -115,3 +115,19 @@ def test_heuristic_policies_only_where_the_env_has_them():
     assert lunar.pipeline.heuristic_policies_later_rounds == ("lander",)
     assert make_config("quick", "ALE/Pong-v5").collect.policies == ("brownian",)
     assert make_config("smoke", "LunarLander-v3").collect.policies == ("brownian",)
+
+
+def test_the_pool_backend_is_checked_and_old_configs_load_without_it(tmp_path):
+    config = make_config("smoke", overrides=["collect.backend=ray",
+                                              "collect.ray_address=head:6379"])
+    assert (config.collect.backend, config.collect.ray_address) == ("ray", "head:6379")
+    assert make_config("smoke").collect.backend == "local"
+    with pytest.raises(ConfigError, match="local, ray"):
+        make_config("smoke", overrides=["collect.backend=dask"])
+    with pytest.raises(ConfigError, match="collect.backend=ray"):
+        make_config("smoke", overrides=["collect.ray_address=head:6379"])
+    old = make_config("smoke").to_dict()  # a run made before the two fields existed
+    del old["collect"]["backend"], old["collect"]["ray_address"]
+    (tmp_path / CONFIG_FILENAME).write_text(json.dumps(old))
+    assert load_run_config(tmp_path) == make_config("smoke")
+    assert init_run(tmp_path, make_config("smoke")) == make_config("smoke")

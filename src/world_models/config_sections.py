@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ENSEMBLE_MODES = ("sample", "pessimistic")
+POOL_BACKENDS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -29,10 +30,24 @@ class CollectConfig:
     max_steps: int = 1000  # 0 means the environment's own step limit
     workers: int = 2
     seed: int = 0
+    # Who plays every real episode (collection, the dream's real checks, the test):
+    # local spawned processes, or Ray actors (docs/scale_out.md). ray_address "" is
+    # ray.init()'s own choice (RAY_ADDRESS, else a local instance); HOST:PORT joins.
+    backend: str = "local"
+    ray_address: str = ""
 
     def __post_init__(self):
         require(
             len(self.policies) > 0, "collect.policies must name at least one policy"
+        )
+        require(
+            self.backend in POOL_BACKENDS,
+            f"collect.backend must be one of {', '.join(POOL_BACKENDS)}, "
+            f"got {self.backend!r}",
+        )
+        require(
+            self.backend == "ray" or not self.ray_address,
+            "collect.ray_address is read only with collect.backend=ray",
         )
         require(
             self.episodes_per_policy > 0, "collect.episodes_per_policy must be > 0"

@@ -1,4 +1,4 @@
-"""Seeded real episodes of any policy on the worker pool (``worker_pool``).
+"""Seeded real episodes of any policy on a worker pool (``worker_pool``, ``ray_pool``).
 
 Collection saves the episodes (atomic files + manifest.json), evaluation only scores
 them, and the dream's periodic real checks call ``play_episodes`` too.
@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from world_models.config import Config
+from world_models.config_sections import require
 from world_models.data.episodes import EpisodeError, load_episode
 from world_models.data.play import summarize
 from world_models.data.policies import get_factory
@@ -52,6 +53,18 @@ def _tasks(
     ]
 
 
+def _run(
+    tasks: Sequence[Task], workers: int, on_result: Any, backend: str, address: str
+) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """``tasks`` on the pool of ``backend`` (``collect.backend``): local or Ray."""
+    if backend == "ray":
+        from world_models.data import ray_pool
+
+        return ray_pool.run_tasks(tasks, workers, on_result, address=address)
+    require(backend == "local", f"unknown backend {backend!r}; known: local, ray")
+    return run_tasks(tasks, workers, on_result)
+
+
 def play_episodes(
     env_id: str,
     policy_name: str,
@@ -60,9 +73,12 @@ def play_episodes(
     max_steps: int,
     policy_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    backend: str = "local",
+    ray_address: str = "",
 ) -> list[dict[str, Any]]:
     """Score ``policy_name`` on ``seeds`` (no frames kept): [{seed, return, length,
-    terminated}] in seed order. Raises RolloutError if an episode fails twice."""
+    terminated}] in seed order. Raises RolloutError if an episode fails twice.
+    ``backend``, ``ray_address``: the pool, as in ``config.collect``."""
     get_spec(env_id)
     tasks = _tasks(
         env_id, policy_name, seeds, max_steps, policy_kwargs, [None] * len(seeds)
@@ -70,7 +86,9 @@ def play_episodes(
     with tqdm(
         total=len(tasks), desc=f"eval {policy_name}", unit="ep", disable=not progress
     ) as bar:
-        results, failures = run_tasks(tasks, workers, lambda i, r: bar.update())
+        results, failures = _run(
+            tasks, workers, lambda i, r: bar.update(), backend, ray_address
+        )
     if failures:
         raise RolloutError(_failure_summary(tasks, failures))
     return [results[i] for i in range(len(tasks))]
@@ -147,6 +165,8 @@ def collect(
     max_steps: int,
     policy_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    backend: str = "local",
+    ray_address: str = "",
 ) -> dict[str, Any]:
     """Collect ``episodes`` episodes of ``policy_name`` into ``out_dir``; episode i uses
     seed + i for env.reset and the policy and is saved as ``ep_{seed:06d}.npz``.
@@ -208,7 +228,9 @@ def collect(
                 )
 
             try:
-                results, failures = run_tasks(tasks, workers, on_result)
+                results, failures = _run(
+                    tasks, workers, on_result, backend, ray_address
+                )
             except BaseException:
                 for stale in out_dir.glob(f".*{TMP_MARKER}*"):
                     stale.unlink(missing_ok=True)  # workers were killed mid-write
@@ -288,6 +310,8 @@ def collect_round(
                 settings.max_steps,
                 policy_kwargs,
                 progress=progress,
+                backend=settings.backend,
+                ray_address=settings.ray_address,
             )
         except RolloutError as error:
             errors.append(f"{name}: {error}")

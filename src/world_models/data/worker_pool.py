@@ -6,6 +6,7 @@ episode it was playing, retries it once on a fresh worker and keeps every other 
 Each worker keeps its env and policies between tasks. Workers compute on the CPU: on a
 GPU machine, 16 processes stepping one agent each would contend for the device (and
 each would reserve most of its memory) for models that take microseconds a step.
+``ray_pool`` plays the same tasks on Ray actors instead (``collect.backend=ray``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ class Task:
     path: str | None
 
 
-def _run_task(task: Task, cache: dict[Any, Any]) -> dict[str, Any]:
+def play_task(task: Task, cache: dict[Any, Any]) -> dict[str, Any]:
+    """Play ``task``'s episode with the env and policy kept in ``cache`` (made on first
+    use); frames are recorded only for a task that saves its episode."""
     env_key = ("env", task.env_id)
     if env_key not in cache:
         cache[env_key] = make_env(task.env_id)
@@ -57,6 +60,11 @@ def _run_task(task: Task, cache: dict[Any, Any]) -> dict[str, Any]:
         env=cache[env_key],
     )
     episode["policy"] = np.asarray(task.policy_name)
+    return episode
+
+
+def _run_task(task: Task, cache: dict[Any, Any]) -> dict[str, Any]:
+    episode = play_task(task, cache)
     if task.path is not None:
         save_episode(task.path, episode)
     return summarize(episode)

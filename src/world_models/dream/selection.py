@@ -48,6 +48,8 @@ def real_check(
         policy_kwargs=dict(
             run_dir=str(run_dir), params=tuple(np.asarray(params).tolist())
         ),
+        backend=config.collect.backend,
+        ray_address=config.collect.ray_address,
     )
 
 

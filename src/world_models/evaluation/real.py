@@ -103,6 +103,8 @@ def evaluate_run(
         limit,
         policy_kwargs=kwargs,
         progress=progress,
+        backend=config.collect.backend,
+        ray_address=config.collect.ray_address,
     )
     report = dict(
         name=name,

@@ -108,6 +108,8 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
                     config.collect.max_steps,
                     dict(run_dir=str(run_dir), noise=settings.on_policy_noise),
                     progress=progress,
+                    backend=config.collect.backend,
+                    ray_address=config.collect.ray_address,
                 )
         return {name: _manifest_summary(m) for name, m in manifests.items()}
 
