@@ -73,6 +73,17 @@ def test_a_run_grows_by_rounds_but_not_by_other_changes(tmp_path):
                                   overrides=["pipeline.rounds=4", "vae.steps=3"]))
 
 
+def test_a_run_moves_between_pools_in_place(tmp_path):
+    run = tmp_path / "run"
+    init_run(run, make_config("smoke"))
+    moved = init_run(run, make_config("smoke", overrides=["collect.backend=ray"]))
+    assert load_run_config(run).collect.backend == "ray" == moved.collect.backend
+    back = init_run(run, make_config("smoke", overrides=["pipeline.rounds=2"]))
+    assert (back.collect.backend, back.pipeline.rounds) == ("local", 2)
+    with pytest.raises(ConfigError, match="collect.workers"):  # not a relocation
+        init_run(run, make_config("smoke", overrides=["collect.workers=3"]))
+
+
 def test_missing_and_corrupt_config_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_run_config(tmp_path / "absent")

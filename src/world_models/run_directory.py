@@ -1,7 +1,8 @@
 """A run directory: its ``config.json``, written once and read back by every stage.
 
-A run made under one config refuses another (``--fresh`` starts over); the only change
-accepted in place is more curriculum rounds.
+A run made under one config refuses another (``--fresh`` starts over); the changes
+accepted in place are more curriculum rounds and where the real episodes are played
+(``RELOCATABLE_KEYS``: the same seeds give the same episodes on either pool).
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from world_models.files import write_atomic_text
 from world_models.seeds import write_seed_plan
 
 CONFIG_FILENAME = "config.json"
+# Settings that change where episodes are played, never what is played: a run started
+# on this machine's pool may resume on a Ray cluster and back.
+RELOCATABLE_KEYS = frozenset({"collect.backend", "collect.ray_address"})
 
 
 def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) -> Config:
     """Create ``run_dir`` with ``config``, or check it matches the config already there.
 
     A run directory made under another config is refused unless ``fresh``, in which case
-    the saved config is replaced (the caller decides which outputs to discard). The one
-    change accepted without ``fresh`` is more curriculum rounds: every round's seeds
-    and step targets depend on its own index only, so a finished run grows by rounds
-    without touching what earlier rounds wrote.
+    the saved config is replaced (the caller decides which outputs to discard). Accepted
+    without ``fresh``: more curriculum rounds (every round's seeds and step targets
+    depend on its own index only, so a finished run grows by rounds without touching
+    what earlier rounds wrote) and another pool (``RELOCATABLE_KEYS``).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -39,7 +43,8 @@ def init_run(run_dir: str | os.PathLike, config: Config, fresh: bool = False) ->
         saved = load_config(path)
         diff = config_diff(saved, config)
         grows = config.pipeline.rounds > saved.pipeline.rounds
-        if diff and not (diff == ["pipeline.rounds"] and grows):
+        accepted = RELOCATABLE_KEYS | ({"pipeline.rounds"} if grows else set())
+        if set(diff) - accepted:
             raise ConfigError(
                 f"{run_dir} was made under another config "
                 f"(differs in: {', '.join(diff)}); "
