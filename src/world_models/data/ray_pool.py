@@ -21,7 +21,7 @@ from typing import Any
 from world_models.config_sections import ConfigError
 from world_models.data.episodes import save_episode
 from world_models.data.play import summarize
-from world_models.data.worker_pool import Task, play_task
+from world_models.data.worker_pool import Task, TaskLedger, play_task
 
 
 def import_ray() -> Any:
@@ -84,25 +84,14 @@ def run_tasks(
     cpus = int(ray.cluster_resources().get("CPU", 1))
     size = max(1, min(workers, len(tasks), cpus))
     actors: list[Any] = [None] * size  # started when first given a task
-    pending = list(range(len(tasks)))[::-1]
-    attempts = {index: 0 for index in pending}
-    results: dict[int, dict[str, Any]] = {}
-    failures: dict[int, str] = {}
+    ledger = TaskLedger(len(tasks), retries, on_result)
     running: dict[Any, tuple[int, int]] = {}  # reference -> (task index, actor slot)
-
-    def fail(index: int, message: str) -> None:
-        attempts[index] += 1
-        if attempts[index] > retries:
-            failures[index] = message
-        else:
-            pending.append(index)
-
     try:
-        while pending or running:
+        while ledger.pending or running:
             busy = {slot for _, slot in running.values()}
             for slot in range(size):
-                if slot not in busy and pending:
-                    index = pending.pop()
+                if slot not in busy and ledger.pending:
+                    index = ledger.next()
                     if actors[slot] is None:
                         actors[slot] = player.remote()
                     running[actors[slot].play.remote(tasks[index])] = (index, slot)
@@ -113,7 +102,7 @@ def run_tasks(
             except ray.exceptions.RayError as error:  # the actor's process died
                 ray.kill(actors[slot], no_restart=True)
                 actors[slot] = None  # a fresh one for the next task
-                fail(index, f"worker process died ({type(error).__name__})")
+                ledger.fail(index, f"worker process died ({type(error).__name__})")
                 continue
             if status == "ok" and tasks[index].path is not None:
                 try:
@@ -122,13 +111,11 @@ def run_tasks(
                 except Exception:
                     status, payload = "error", traceback.format_exc(limit=4)
             if status != "ok":
-                fail(index, payload)
+                ledger.fail(index, payload)
                 continue
-            results[index] = payload
-            if on_result is not None:
-                on_result(index, payload)
+            ledger.succeed(index, payload)
     finally:
         for actor in actors:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
-    return results, failures
+    return ledger.results, ledger.failures

@@ -112,6 +112,38 @@ class _Worker:
         self.connection.close()
 
 
+class TaskLedger:
+    """What a pool has left to play, has played and has given up on: a task is tried
+    at most ``retries + 1`` times; each result reaches ``on_result`` as it comes."""
+
+    def __init__(
+        self,
+        count: int,
+        retries: int,
+        on_result: Callable[[int, dict[str, Any]], None] | None,
+    ):
+        self.pending = list(range(count))[::-1]
+        self.attempts = dict.fromkeys(self.pending, 0)
+        self.results: dict[int, dict[str, Any]] = {}
+        self.failures: dict[int, str] = {}
+        self.retries, self.on_result = retries, on_result
+
+    def next(self) -> int:
+        return self.pending.pop()
+
+    def succeed(self, index: int, result: dict[str, Any]) -> None:
+        self.results[index] = result
+        if self.on_result is not None:
+            self.on_result(index, result)
+
+    def fail(self, index: int, message: str) -> None:
+        self.attempts[index] += 1
+        if self.attempts[index] > self.retries:
+            self.failures[index] = message
+        else:
+            self.pending.append(index)
+
+
 def run_tasks(
     tasks: Sequence[Task],
     workers: int,
@@ -124,24 +156,13 @@ def run_tasks(
     ``retries + 1`` times). A task whose env raises or whose worker dies is retried.
     """
     context = mp.get_context("spawn")
-    pending = list(range(len(tasks)))[::-1]
-    attempts = {index: 0 for index in pending}
-    results: dict[int, dict[str, Any]] = {}
-    failures: dict[int, str] = {}
+    ledger = TaskLedger(len(tasks), retries, on_result)
     pool = [_Worker(context) for _ in range(max(1, min(workers, len(tasks))))]
-
-    def fail(index: int, message: str) -> None:
-        attempts[index] += 1
-        if attempts[index] > retries:
-            failures[index] = message
-        else:
-            pending.append(index)
-
     try:
-        while pending or any(w.task_index is not None for w in pool):
+        while ledger.pending or any(w.task_index is not None for w in pool):
             for worker in pool:
-                if worker.task_index is None and pending:
-                    worker.task_index = pending.pop()
+                if worker.task_index is None and ledger.pending:
+                    worker.task_index = ledger.next()
                     worker.connection.send(tasks[worker.task_index])
             busy = [w for w in pool if w.task_index is not None]
             ready = wait(
@@ -162,17 +183,15 @@ def run_tasks(
                     continue
                 worker.task_index = None
                 if status == "ok":
-                    results[index] = payload
-                    if on_result is not None:
-                        on_result(index, payload)
+                    ledger.succeed(index, payload)
                     continue
                 if status == "died" or not worker.process.is_alive():
                     code = worker.process.exitcode
-                    fail(index, f"{payload} (exit code {code})")
+                    ledger.fail(index, f"{payload} (exit code {code})")
                     worker.stop()
                     pool[position] = _Worker(context)
                 else:
-                    fail(index, payload)
+                    ledger.fail(index, payload)
     finally:
         for worker in pool:
             if worker.task_index is None and worker.process.is_alive():
@@ -184,4 +203,4 @@ def run_tasks(
                 worker.process.terminate()
         for worker in pool:
             worker.stop()
-    return results, failures
+    return ledger.results, ledger.failures
