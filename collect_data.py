@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from world_models.config import ConfigError, make_config
+from world_models.config_sections import POOL_BACKENDS
 from world_models.data.collection import RolloutError, collect, collect_round
 from world_models.data.policies import policy_names
 from world_models.run_directory import init_run, load_run_config
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--backend",
-        choices=("local", "ray"),
+        choices=POOL_BACKENDS,
         default=None,
         help="who plays the episodes: local processes (default) or Ray actors",
     )

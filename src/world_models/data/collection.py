@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from world_models.config import Config
-from world_models.config_sections import require
+from world_models.config_sections import POOL_BACKENDS, require
 from world_models.data.episodes import EpisodeError, load_episode
 from world_models.data.play import summarize
 from world_models.data.policies import get_factory
@@ -61,7 +61,7 @@ def _run(
         from world_models.data import ray_pool
 
         return ray_pool.run_tasks(tasks, workers, on_result, address=address)
-    require(backend == "local", f"unknown backend {backend!r}; known: local, ray")
+    require(backend == "local", f"unknown backend {backend!r}; known: {POOL_BACKENDS}")
     return run_tasks(tasks, workers, on_result)
 
 
