@@ -59,3 +59,4 @@ def test_the_final_check_keeps_the_best_finalist_on_one_shared_block(tmp_path):
     replay = real_check(run, config, kept, 1, seeds)
     assert np.mean([r["return"] for r in replay]) == pytest.approx(
         winner["final_score"], abs=1e-4)
+    assert winner["real_steps"] == sum(r["length"] for r in replay)

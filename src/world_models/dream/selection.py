@@ -68,6 +68,11 @@ def _returns(episodes: list[dict]) -> np.ndarray:
     return np.array([episode["return"] for episode in episodes], np.float64)
 
 
+def _steps(episodes: list[dict]) -> int:
+    """Real env steps the episodes consumed (what a comparison of methods counts)."""
+    return int(sum(episode["length"] for episode in episodes))
+
+
 def empty_finalists(count: int, num_params: int) -> dict[str, Any]:
     """The search state's finalist slots (none when ``count`` is 0): a slot with score
     -inf is empty."""
@@ -116,13 +121,15 @@ def check_in_reality(
     since = generation - int(search["round_start"])
     check_index = -(-since // config.dream.real_eval_every)
     seeds = selection_seeds(config, round_index, check_index)
-    returns = _returns(real_check(run_dir, config, np.asarray(mean), workers, seeds))
+    episodes = real_check(run_dir, config, np.asarray(mean), workers, seeds)
+    returns = _returns(episodes)
     logger.log(
         generation,
         real_score=returns.mean(),
         real_std=returns.std(),
         dream_estimate=dream_estimate[0],
         dream_estimate_std=dream_estimate[1],
+        real_steps=_steps(episodes),
     )
     search = admit_finalist(search, mean, returns.mean(), generation)
     if returns.mean() > float(search["best_real_score"]):
@@ -146,11 +153,12 @@ def rescore_kept(
     """The kept controller scored again (block 0 of the round), as the round's first
     finalist: earlier rounds' scores were measured under another M."""
     seeds = selection_seeds(config, round_index, check_index=0)
-    returns = _returns(
-        real_check(run_dir, config, np.asarray(search["best_params"]), workers, seeds)
+    episodes = real_check(
+        run_dir, config, np.asarray(search["best_params"]), workers, seeds
     )
+    returns = _returns(episodes)
     generation = int(search["generation"])
-    logger.log(generation, best_rescored=returns.mean())
+    logger.log(generation, best_rescored=returns.mean(), real_steps=_steps(episodes))
     if "finalist_scores" in search:
         count, size = search["finalist_params"].shape
         search = dict(search, **empty_finalists(count, size))
@@ -179,12 +187,14 @@ def final_check(
     results = []
     for slot in filled:
         params = np.asarray(search["finalist_params"][slot])
-        returns = _returns(real_check(run_dir, config, params, workers, seeds))
+        episodes = real_check(run_dir, config, params, workers, seeds)
+        returns = _returns(episodes)
         results.append(dict(
             generation=int(generations[slot]),
             check_score=float(scores[slot]),
             final_score=float(returns.mean()),
             final_std=float(returns.std()),
+            real_steps=_steps(episodes),
             slot=int(slot),
         ))
     if not results:
