@@ -25,7 +25,7 @@ import numpy as np
 
 from world_models.cli import run_cli
 from world_models.dream.evolve import load_dream
-from world_models.dream.ppo import PPOSettings, make_train, policy_params
+from world_models.dream.ppo import PPO_DIR, PPOSettings, make_train, policy_params
 from world_models.dream.search import save_start
 from world_models.dream.selection import check_start
 from world_models.files import write_json
@@ -63,7 +63,7 @@ def main() -> None:
     print(f"compile {compile_seconds:.1f} s; {steps} dream steps in {seconds:.1f} s "
           f"({steps / seconds:,.0f} steps/s with the updates)")
 
-    out = args.run / "ppo"
+    out = args.run / PPO_DIR
     flat = np.asarray(policy_params(net))
     save_start(out, config, flat)
     rows = [dict(step=i + 1, **{k: float(v[i]) for k, v in metrics.items()})

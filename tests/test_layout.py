@@ -90,7 +90,7 @@ def test_modules_live_in_the_folder_of_their_link():
     in the folder of its link in the chain (docs/design.md, "The map")."""
     shared = {"agent", "checkpoint", "cli", "config", "config_sections", "envs",
               "export", "files", "logs", "presets", "run_directory", "seeds", "stats"}
-    folders = {"data", "models", "training", "dream", "evaluation", "pipeline"}
+    folders = {"data", "models", "training", "dream", "evaluation", "pipeline", "rl"}
     for name in module_files():
         assert name in shared or name.split(".")[0] in folders, name
 

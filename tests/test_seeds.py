@@ -58,6 +58,31 @@ def test_plans_that_could_overlap_are_refused(bad):
         make_config("quick", overrides=overrides)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_real_env_learners_train_on_bands_of_their_own(preset):
+    config = make_config(preset, overrides=["pipeline.rounds=100"])
+    others = [block for blocks in _every_seed_by_purpose(config).values()
+              for block in blocks]
+    bands = []
+    for learner, base in seeds.REAL_LEARNER_BASES.items():
+        runs = [seeds.real_learner_seeds(learner, k) for k in range(seeds.LEARNER_RUNS)]
+        assert runs[0].start == base and runs[-1].stop == base + seeds.BAND
+        assert all(a.stop == b.start for a, b in zip(runs, runs[1:]))
+        bands.append(range(base, base + seeds.BAND))
+        for outside in (-1, seeds.LEARNER_RUNS):
+            with pytest.raises(ValueError, match=f"{learner} training seed"):
+                seeds.real_learner_seeds(learner, outside)
+    assert len({band.start for band in bands}) == len(bands)  # one band a learner
+    for band in bands:
+        assert all(b.stop <= band.start or b.start >= band.stop for b in others)
+    with pytest.raises(ValueError, match="unknown real-env learner"):
+        seeds.real_learner_seeds("cma", 0)
+
+
+def test_every_collection_slot_fits_in_a_round():
+    assert len(seeds.COLLECTION_SLOTS) * seeds.POLICY_STRIDE <= seeds.ROUND_STRIDE
+
+
 def test_a_policy_plays_its_own_tracks_alone_or_in_a_round(tmp_path):
     config = init_run(tmp_path / "run", make_config("smoke", overrides=[
         "collect.policies=brownian,recovery", "collect.max_steps=5"]))
@@ -85,4 +110,7 @@ def test_every_library_policy_has_a_collection_slot():
         if get_factory(name).__module__.startswith("world_models.")
     }  # other tests register policies of their own
     assert {"brownian", "recovery", "lander", "agent"} <= library
-    assert library <= set(seeds.COLLECTION_SLOTS)
+    assert library <= set(seeds.COLLECTION_SLOTS) | set(seeds.UNCOLLECTED_POLICIES)
+    for name in seeds.UNCOLLECTED_POLICIES:
+        with pytest.raises(ValueError, match="only plays evaluations"):
+            seeds.collection_slot(name)

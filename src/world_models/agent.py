@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import equinox as eqx
@@ -55,6 +55,26 @@ def latent_key(seed: int, step: int | Array) -> PRNGKeyArray:
     return jax.random.fold_in(jax.random.key(seed), step)
 
 
+def encode_latent(vae: ConvVAE, frame: Array, seed: Array, step: Array) -> Array:
+    """z of a real frame: V's posterior drawn with ``latent_key(seed, step)``."""
+    mu, logvar = vae.encode(frames_to_float(frame))
+    return sample_posterior(mu, logvar, latent_key(seed, step))
+
+
+def explore_controller(
+    controller: Controller, z: Array, h: Array, exploration: Array, spec: EnvSpec
+) -> tuple[Array, Array]:
+    """C's action on [z, h] with ``exploration`` applied (see ``agent_step``), as
+    (the action sent to the env, what ``agent_step`` returns of it): both the same."""
+    action = act(controller, z, h, spec)
+    if spec.discrete:
+        taken = jnp.where(exploration >= 0, exploration, action).astype(jnp.int32)
+    else:
+        low, high = head_bounds(spec)
+        taken = jnp.clip(action + exploration, low, high)
+    return taken, taken
+
+
 @eqx.filter_jit
 def agent_step(
     vae: ConvVAE,
@@ -66,26 +86,23 @@ def agent_step(
     step: Array,
     exploration: Array,
     spec: EnvSpec,
+    choose: Callable = explore_controller,
 ) -> tuple[tuple[Array, Array], Array, Array, MDNOutput]:
     """One real step of V+M+C in one compiled call, the dream step's twin: encode the
     frame, draw z (``latent_key(seed, step)``), act on [z, h], explore, step M on the
-    action taken. Returns (M's new state, the action taken, z, M's prediction).
+    action taken. Returns (M's new state, the choice, z, M's prediction).
 
     ``exploration`` is drawn on the host so its random stream does not depend on the
     models: for continuous actions a perturbation added before clipping to the head's
     range (zeros: none), for discrete ones the action forced by epsilon-exploration
-    (-1: none).
+    (-1: none). ``choose(controller, z, h, exploration, spec)`` makes the choice and
+    returns (the env action M steps on, the choice returned): the controller's own
+    rule by default; a Q-agent's picks from an action set (``rl.q_agent``).
     """
-    mu, logvar = vae.encode(frames_to_float(frame))
-    z = sample_posterior(mu, logvar, latent_key(seed, step))
-    action = act(controller, z, state[0], spec)
-    if spec.discrete:
-        taken = jnp.where(exploration >= 0, exploration, action).astype(jnp.int32)
-    else:
-        low, high = head_bounds(spec)
-        taken = jnp.clip(action + exploration, low, high)
+    z = encode_latent(vae, frame, seed, step)
+    taken, choice = choose(controller, z, state[0], exploration, spec)
     state, output = rnn.step(state, z, action_to_input(taken, spec))
-    return state, taken, z, output
+    return state, choice, z, output
 
 
 class Agent:
@@ -94,6 +111,8 @@ class Agent:
     After each ``act``, ``last_z`` and ``last_output`` (M's prediction of the next z,
     this step's reward and termination) are available for visualisation.
     """
+
+    choose = staticmethod(explore_controller)  # agent_step's choice of the action
 
     def __init__(
         self,
@@ -131,7 +150,7 @@ class Agent:
     def act(
         self, frame: np.ndarray, raw_obs: np.ndarray | None = None
     ) -> np.ndarray | int:
-        self.state, taken, z, self.last_output = agent_step(
+        self.state, choice, z, self.last_output = agent_step(
             self.vae,
             self.rnn,
             self.controller,
@@ -141,10 +160,14 @@ class Agent:
             jnp.asarray(self.step_index, jnp.uint32),
             jnp.asarray(self._exploration()),
             self.spec,
+            self.choose,
         )
         self.last_z = np.asarray(z)
         self.step_index += 1
-        return int(taken) if self.spec.discrete else np.asarray(taken)
+        return self._env_action(choice)
+
+    def _env_action(self, choice: Array) -> np.ndarray | int:
+        return int(choice) if self.spec.discrete else np.asarray(choice)
 
 
 _CACHED_RUNS = 2

@@ -1,16 +1,24 @@
 """The seed plan: which real-env seeds (hence which tracks) each purpose plays.
 
-Three bands of ``BAND`` seeds, disjoint by construction:
+Five bands of ``BAND`` seeds, disjoint by construction:
 
     test        eval.seed + i                                      band 0
     selection   BAND + round·ROUND + check·CHECK + i               band 1
     collection  2·BAND + collect.seed + round·ROUND + slot·POLICY + i   band 2
+    model-free  3·BAND + seed·RUN + episode                        band 3
+    real DQN    4·BAND + seed·RUN + episode                        band 4
 
 A policy's collection slot comes from its name (``COLLECTION_SLOTS``), not from its
 position in a list, so collecting one policy alone plays the same tracks as collecting
 it among others. Each real check of the dream search plays a fresh block of selection
 seeds; a round's last two blocks are reserved for the finalists' re-check at the end
 of the search and (the last) for ``scripts/fit_controller.py``'s check.
+The model-free band is the training episodes of the baseline that learns from real
+frames without a world model (``rl/ppo_frames``): a run of training seed ``seed``
+starts its episodes on consecutive seeds of its own block. The real-DQN band is the
+same for DQN trained in the real env on V's and M's features (``rl/dqn_features``).
+Policies in ``UNCOLLECTED_POLICIES`` only play evaluations, checks and their own
+training (their seeds are those purposes'): they take no collection slot.
 ``check_seed_plan`` refuses a config whose blocks would spill out of their band or into
 each other; ``seed_plan`` lists every range and is saved as ``RUN/seeds.json``.
 """
@@ -29,6 +37,10 @@ POLICY_STRIDE = 100_000
 CHECK_STRIDE = 1_000
 SELECTION_BASE = BAND
 COLLECTION_BASE = 2 * BAND
+# learners that train in the real env, each in a band of its own
+REAL_LEARNER_BASES = {"ppo_frames": 3 * BAND, "dqn_real": 4 * BAND}
+LEARNER_RUN_STRIDE = 1_000_000  # episodes one training run may start
+LEARNER_RUNS = BAND // LEARNER_RUN_STRIDE  # training seeds 0 .. LEARNER_RUNS - 1
 COLLECTION_SLOTS = (
     "brownian",
     "recovery",
@@ -40,6 +52,7 @@ COLLECTION_SLOTS = (
     "overspeed",
     "lander",
 )
+UNCOLLECTED_POLICIES = ("q_agent", "ppo_frames")
 MAX_ROUNDS = BAND // ROUND_STRIDE
 BLOCKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
 FIT_CHECK_BLOCK = BLOCKS_PER_ROUND - 1
@@ -58,6 +71,11 @@ test_seeds.__test__ = False  # not a pytest test despite its name
 
 
 def collection_slot(policy_name: str) -> int:
+    if policy_name in UNCOLLECTED_POLICIES:
+        raise ValueError(
+            f"policy {policy_name!r} only plays evaluations and checks: it has no "
+            "collection seed slot"
+        )
     if policy_name not in COLLECTION_SLOTS:
         raise ValueError(
             f"policy {policy_name!r} has no collection seed slot; known: "
@@ -110,6 +128,22 @@ def fit_check_seeds(episodes: int) -> range:
 def _selection_block(round_index: int, block: int, episodes: int) -> range:
     first = SELECTION_BASE + round_index * ROUND_STRIDE + block * CHECK_STRIDE
     return range(first, first + episodes)
+
+
+def real_learner_seeds(learner: str, training_seed: int) -> range:
+    """The episode seeds of ``learner``'s real-env training run seeded
+    ``training_seed`` (``REAL_LEARNER_BASES``: ppo_frames, dqn_real)."""
+    if learner not in REAL_LEARNER_BASES:
+        raise ValueError(
+            f"unknown real-env learner {learner!r}; known: {list(REAL_LEARNER_BASES)}"
+        )
+    if not 0 <= training_seed < LEARNER_RUNS:
+        raise ValueError(
+            f"{learner} training seed {training_seed} is outside the seed plan's "
+            f"[0, {LEARNER_RUNS})"
+        )
+    first = REAL_LEARNER_BASES[learner] + training_seed * LEARNER_RUN_STRIDE
+    return range(first, first + LEARNER_RUN_STRIDE)
 
 
 def checks_per_round(config: Any) -> int:

@@ -5,15 +5,16 @@ jit compiles whole: ``num_envs`` dreams step in lockstep (``Dream.step_auto_rese
 under vmap) with ε-greedy actions, every step's transitions enter a circular replay
 buffer held in arrays, and after ``warmup`` steps each iteration takes one Huber-loss
 gradient step on a uniform minibatch against a target network copied every
-``target_every`` iterations. ``actions`` is the action set: the env's action for each
+``target_every`` iterations (the network and the step: ``rl.dqn_core``, shared with
+DQN in the real env). ``actions`` is the action set: the env's action for each
 Q-value (``discrete_actions``: the indices of a discrete env; ``CAR_ACTIONS``: five
-CarRacing actions, as a DQN on [z, h] for CarRacing has used).
+CarRacing actions, as a DQN on [z, h] for CarRacing has used; ``action_set``: the
+one of an env).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -24,6 +25,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from world_models.dream.rollout import Dream
 from world_models.envs import EnvSpec
+from world_models.rl.dqn_core import Transitions, q_network, td_update
 
 # steer, gas, brake: straight on gas, left, right, brake, coast
 CAR_ACTIONS = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [1.0, 0.0, 0.0],
@@ -35,6 +37,15 @@ def discrete_actions(spec: EnvSpec) -> np.ndarray:
     if not spec.discrete:
         raise ValueError(f"{spec.env_id} has continuous actions: pass an action set")
     return np.arange(spec.action_size, dtype=np.int32)
+
+
+def action_set(spec: EnvSpec) -> np.ndarray:
+    """The default action set of ``spec``'s env: its indices, or ``CAR_ACTIONS``."""
+    if spec.discrete:
+        return discrete_actions(spec)
+    if spec.action_squash == "car":
+        return CAR_ACTIONS
+    raise ValueError(f"{spec.env_id} has no default action set for DQN: pass one")
 
 
 @dataclass(frozen=True)
@@ -58,14 +69,6 @@ class DQNSettings:
             raise ValueError(f"DQN sizes must be > 0: {self}")
 
 
-class Transitions(NamedTuple):
-    obs: Array
-    action: Array
-    reward: Array
-    next_obs: Array
-    done: Array
-
-
 def make_train(dream: Dream, settings: DQNSettings, actions: np.ndarray):
     """``train(key) -> (q_network, metrics)``; ``metrics`` per iteration: the mean
     return of the dream episodes that ended in it (NaN if none did) and the loss."""
@@ -75,17 +78,9 @@ def make_train(dream: Dream, settings: DQNSettings, actions: np.ndarray):
     obs_size = dream.rnn.z_dim + dream.rnn.hidden_size
     optimizer = optax.adam(s.learning_rate)
 
-    def q_loss(params, static, target, batch: Transitions):
-        q = jax.vmap(eqx.combine(params, static))(batch.obs)
-        chosen = jnp.take_along_axis(q, batch.action[:, None], axis=1)[:, 0]
-        best_next = jax.vmap(eqx.combine(target, static))(batch.next_obs).max(axis=1)
-        wanted = batch.reward + s.gamma * (1.0 - batch.done) * best_next
-        return optax.huber_loss(chosen, jax.lax.stop_gradient(wanted)).mean()
-
     def train(key: PRNGKeyArray):
         init_key, reset_key, key = jax.random.split(key, 3)
-        network = eqx.nn.MLP(obs_size, num_actions, s.hidden, depth=2,
-                             activation=jax.nn.relu, key=init_key)
+        network = q_network(obs_size, num_actions, s.hidden, init_key)
         params, static = eqx.partition(network, eqx.is_array)
         obs, states = jax.vmap(dream.reset)(jax.random.split(reset_key, s.num_envs))
         replay = Transitions(
@@ -123,13 +118,12 @@ def make_train(dream: Dream, settings: DQNSettings, actions: np.ndarray):
 
             rows = jax.random.randint(sample_key, (s.batch_size,), 0, filled)
             batch = jax.tree.map(lambda x: x[rows], replay)
-            loss, grads = jax.value_and_grad(q_loss)(params, static, target, batch)
-            updates, new_opt_state = optimizer.update(grads, opt_state, params)
+            learned, learned_opt_state, loss = td_update(
+                optimizer, s.gamma, params, static, target, opt_state, batch)
             learn = index >= s.warmup
             params, opt_state = jax.tree.map(
                 lambda new, old: jnp.where(learn, new, old),
-                (optax.apply_updates(params, updates), new_opt_state),
-                (params, opt_state))
+                (learned, learned_opt_state), (params, opt_state))
             copy = index % s.target_every == 0
             target = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, target)
             runner = (params, target, opt_state, next_obs, states, returns, replay,

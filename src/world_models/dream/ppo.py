@@ -18,20 +18,24 @@ ended (no bootstrap), as the CMA-ES dream scores it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from world_models.dream.rollout import Dream
-from world_models.models.controller import (
-    action_head,
-    controller_from_flat,
-    controller_to_flat,
+from world_models.models.controller import controller_from_flat, controller_to_flat
+from world_models.rl.ppo_core import (
+    Transition,
+    advantages_of,
+    make_optimizer,
+    sample_action,
+    update_epochs,
 )
+
+PPO_DIR = "ppo"  # RUN/ppo: scripts/train_ppo.py's trained policy, a search start
 
 
 @dataclass(frozen=True)
@@ -68,29 +72,6 @@ class ActorCritic(eqx.Module):
         return self.controller(obs), self.critic(obs)[0]
 
 
-class Transition(NamedTuple):
-    obs: Array
-    raw: Array  # the sampled raw outputs (continuous) or action index (discrete)
-    log_prob: Array
-    value: Array
-    reward: Array
-    done: Array
-
-
-def _log_prob(net: ActorCritic, mean: Array, raw: Array, discrete: bool) -> Array:
-    if discrete:
-        return jax.nn.log_softmax(mean)[raw]
-    std = jnp.exp(net.log_std)
-    return jnp.sum(jax.scipy.stats.norm.logpdf(raw, mean, std))
-
-
-def _entropy(net: ActorCritic, mean: Array, discrete: bool) -> Array:
-    if discrete:
-        log_p = jax.nn.log_softmax(mean)
-        return -jnp.sum(jnp.exp(log_p) * log_p)
-    return jnp.sum(net.log_std + 0.5 * jnp.log(2 * jnp.pi * jnp.e))
-
-
 def policy_params(net: ActorCritic) -> Array:
     """The trained policy's mean as a flat controller vector (deterministic acting)."""
     return controller_to_flat(net.controller)
@@ -101,10 +82,7 @@ def make_train(dream: Dream, settings: PPOSettings, init_params: Array | None = 
     ``init_params`` (default: the template's own values); ``metrics`` holds, per update,
     the mean return of the dream episodes that ended in it (NaN if none did)."""
     spec, s = dream.spec, settings
-    discrete = spec.discrete
-    batch = s.num_envs * s.num_steps
-    optimizer = optax.chain(optax.clip_by_global_norm(s.max_grad_norm),
-                            optax.adam(s.learning_rate))
+    optimizer = make_optimizer(s)
 
     def init(key: PRNGKeyArray) -> ActorCritic:
         controller = dream.template
@@ -117,38 +95,7 @@ def make_train(dream: Dream, settings: PPOSettings, init_params: Array | None = 
         return ActorCritic(controller, log_std, critic)
 
     def act(net, obs, key):
-        mean, value = net(obs)
-        if discrete:
-            raw = jax.random.categorical(key, mean)
-            return raw, raw, value, _log_prob(net, mean, raw, True)
-        raw = mean + jnp.exp(net.log_std) * jax.random.normal(key, mean.shape)
-        return action_head(raw, spec), raw, value, _log_prob(net, mean, raw, False)
-
-    def loss(params, static, minibatch: Transition, advantages, targets):
-        net = eqx.combine(params, static)
-        mean, value = jax.vmap(net)(minibatch.obs)
-        log_prob = jax.vmap(lambda m, r: _log_prob(net, m, r, discrete))(
-            mean, minibatch.raw)
-        ratio = jnp.exp(log_prob - minibatch.log_prob)
-        normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        surrogate = jnp.minimum(
-            ratio * normalised, jnp.clip(ratio, 1 - s.clip, 1 + s.clip) * normalised)
-        value_loss = 0.5 * jnp.mean((value - targets) ** 2)
-        entropy = jnp.mean(jax.vmap(lambda m: _entropy(net, m, discrete))(mean))
-        return -surrogate.mean() + s.value_coef * value_loss - s.entropy_coef * entropy
-
-    def advantages_of(trajectory: Transition, last_value: Array):
-        def backwards(carry, step: Transition):
-            advantage, next_value = carry
-            alive = 1.0 - step.done
-            delta = step.reward + s.gamma * next_value * alive - step.value
-            advantage = delta + s.gamma * s.gae_lambda * alive * advantage
-            return (advantage, step.value), advantage
-
-        _, advantages = jax.lax.scan(
-            backwards, (jnp.zeros_like(last_value), last_value), trajectory,
-            reverse=True)
-        return advantages, advantages + trajectory.value
+        return sample_action(net, obs, key, spec)
 
     def train(key: PRNGKeyArray):
         init_key, reset_key, key = jax.random.split(key, 3)
@@ -178,30 +125,11 @@ def make_train(dream: Dream, settings: PPOSettings, init_params: Array | None = 
             (obs, states, episode_return, key), (trajectory, ended) = jax.lax.scan(
                 env_step, (obs, states, episode_return, key), None, s.num_steps)
             last_value = jax.vmap(lambda o: net(o)[1])(obs)
-            advantages, targets = advantages_of(trajectory, last_value)
-
-            def epoch(carry, _):
-                params, opt_state, key = carry
-                key, shuffle_key = jax.random.split(key)
-                order = jax.random.permutation(shuffle_key, batch)
-                flat = jax.tree.map(
-                    lambda x: x.reshape(batch, *x.shape[2:])[order].reshape(
-                        s.minibatches, batch // s.minibatches, *x.shape[2:]),
-                    (trajectory, advantages, targets))
-
-                def minibatch_step(carry, minibatch):
-                    params, opt_state = carry
-                    grads = jax.grad(lambda p: loss(p, static, *minibatch))(params)
-                    updates, opt_state = optimizer.update(grads, opt_state, params)
-                    return (optax.apply_updates(params, updates), opt_state), None
-
-                (params, opt_state), _ = jax.lax.scan(
-                    minibatch_step, (params, opt_state), flat)
-                return (params, opt_state, key), None
-
+            advantages, targets = advantages_of(trajectory, last_value, s)
             key, epoch_key = jax.random.split(key)
-            (params, opt_state, _), _ = jax.lax.scan(
-                epoch, (params, opt_state, epoch_key), None, s.epochs)
+            params, opt_state, _ = update_epochs(
+                params, static, opt_state, epoch_key, trajectory, advantages, targets,
+                s, spec.discrete)
             total, count = (x.sum() for x in ended)
             metrics = dict(
                 episode_return=jnp.where(count > 0, total / jnp.maximum(count, 1),

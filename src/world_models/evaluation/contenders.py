@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 
 from world_models.config import Config
+from world_models.dream.ppo import PPO_DIR
 from world_models.dream.search import load_search
 from world_models.dream.selection import FINALISTS_FILENAME
 from world_models.envs import get_spec, step_limit
 from world_models.logs import read_metrics
+from world_models.rl import SUMMARY_FILENAME
+from world_models.rl.dqn_features import REAL_Q_DIR
+from world_models.rl.frame_training import POLICY_DIRNAME
+from world_models.rl.q_agent import DREAM_Q_DIR
 
-# the folders the learners' scripts write in a run
-PPO_FOLDER, DQN_FOLDER, REAL_DQN_FOLDER = "ppo", "dqn", "dqn_real"
-SUMMARY_FILENAME = "summary.json"  # a real-env learner's summary: {"real_steps": n}
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ def search_steps(run_dir: str | os.PathLike, config: Config) -> RealSteps:
                           else RealSteps(config.dream.real_eval_episodes * limit,
                                          False))
         finalists_path = folder / FINALISTS_FILENAME
-        finals = json.loads(finalists_path.read_text()) if finalists_path.exists() else {}
+        finals = (json.loads(finalists_path.read_text())
+                  if finalists_path.exists() else {})
         for final in finals.values():
             for row in final["finalists"]:
                 total += (RealSteps(int(row["real_steps"])) if "real_steps" in row
@@ -132,7 +135,7 @@ def run_contenders(run_dir: str | os.PathLike, config: Config) -> list[Contender
             "CMA-ES in the dream", "agent",
             dict(run_dir=str(run_dir), params=tuple(kept.tolist())),
             cma_steps, search_dream_steps(run_dir, config)))
-    ppo = run_dir / PPO_FOLDER
+    ppo = run_dir / PPO_DIR
     if (ppo / "ckpt").is_dir():
         kept = np.asarray(load_search(run_dir, config, folder=ppo)["best_params"])
         settings = json.loads((ppo / "ppo_metrics.json").read_text())["settings"]
@@ -142,12 +145,12 @@ def run_contenders(run_dir: str | os.PathLike, config: Config) -> list[Contender
             "PPO in the dream", "agent",
             dict(run_dir=str(run_dir), params=tuple(kept.tolist())),
             world_model, dream_steps))
-    dqn = run_dir / DQN_FOLDER
+    dqn = run_dir / DREAM_Q_DIR
     if dqn.is_dir():
         found.append(Contender(
             "DQN in the dream", "q_agent", dict(run_dir=str(run_dir), q_dir=str(dqn)),
             world_model, _read_summary(dqn).get("dream_steps"), _files(dqn)))
-    real_dqn = run_dir / REAL_DQN_FOLDER
+    real_dqn = run_dir / REAL_Q_DIR
     if real_dqn.is_dir():
         found.append(Contender(
             "DQN in reality on V+M features", "q_agent",
@@ -161,15 +164,16 @@ def model_free_contender(folder: str | os.PathLike) -> Contender:
     """A model-free PPO trained from frames (``scripts/train_model_free.py``)."""
     folder = Path(folder)
     summary = _read_summary(folder)
+    policy = folder / POLICY_DIRNAME
     return Contender(
         f"PPO from frames in reality ({folder.name})", "ppo_frames",
-        dict(path=str(folder)), RealSteps(int(summary["real_steps"])), None,
-        _files(folder))
+        dict(path=str(policy)), RealSteps(int(summary["real_steps"])), None,
+        _files(policy))
 
 
 def baseline_contenders(run_dir: str | os.PathLike) -> list[Contender]:
     """The zero controller (V and M with C all zero) and the env's random collection
-    policy (``brownian``: Brownian actions, or sticky random ones for a discrete env)."""
+    policy (``brownian``: Brownian actions; sticky random ones in a discrete env)."""
     return [
         Contender("zero controller", "agent",
                   dict(run_dir=str(run_dir), controller="zero")),

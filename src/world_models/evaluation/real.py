@@ -35,7 +35,8 @@ from world_models.models.vae import (
 from world_models.run_directory import load_run_config
 from world_models.seeds import BAND
 
-MODEL_POLICIES = ("agent", "on_policy")  # policies that read V, M and C from the run
+# policies that read V, M and C (q_agent: its Q-network, RUN/dqn) from the run
+MODEL_POLICIES = ("agent", "on_policy", "q_agent")
 ZERO_CONTROLLER = "zero"
 VIDEO_SCALE = 4  # 64x64 panels drawn at 256x256
 
