@@ -18,7 +18,8 @@ ended (no bootstrap), as the CMA-ES dream scores it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -77,10 +78,23 @@ def policy_params(net: ActorCritic) -> Array:
     return controller_to_flat(net.controller)
 
 
-def make_train(dream: Dream, settings: PPOSettings, init_params: Array | None = None):
-    """``train(key) -> (net, metrics)``: PPO in ``dream`` from the controller
-    ``init_params`` (default: the template's own values); ``metrics`` holds, per update,
-    the mean return of the dream episodes that ended in it (NaN if none did)."""
+class PPOStages(NamedTuple):
+    """PPO in the dream cut where it can be checkpointed: ``start(key)`` is the runner
+    before the first update, ``advance(runner, n)`` runs ``n`` updates (``n`` static)
+    and returns (runner, metrics per update), ``policy(runner)`` is the trained net.
+    Advancing by pieces gives what advancing at once gives."""
+
+    start: Callable[[PRNGKeyArray], Any]
+    advance: Callable[[Any, int], tuple[Any, dict[str, Array]]]
+    policy: Callable[[Any], ActorCritic]
+
+
+def make_stages(
+    dream: Dream, settings: PPOSettings, init_params: Array | None = None
+) -> PPOStages:
+    """The stages of PPO in ``dream`` from the controller ``init_params`` (default:
+    the template's own values); metrics per update: the mean return of the dream
+    episodes that ended in it (NaN if none did), their count, reward per step."""
     spec, s = dream.spec, settings
     optimizer = make_optimizer(s)
 
@@ -94,53 +108,71 @@ def make_train(dream: Dream, settings: PPOSettings, init_params: Array | None = 
         log_std = jnp.full(spec.action_size, s.log_std_init, jnp.float32)
         return ActorCritic(controller, log_std, critic)
 
+    # the network's non-array part does not depend on the key
+    _, static = eqx.partition(init(jax.random.key(0)), eqx.is_array)
+
     def act(net, obs, key):
         return sample_action(net, obs, key, spec)
 
-    def train(key: PRNGKeyArray):
+    def start(key: PRNGKeyArray):
         init_key, reset_key, key = jax.random.split(key, 3)
-        params, static = eqx.partition(init(init_key), eqx.is_array)
+        params, _ = eqx.partition(init(init_key), eqx.is_array)
         opt_state = optimizer.init(params)
         obs, states = jax.vmap(dream.reset)(jax.random.split(reset_key, s.num_envs))
         episode_return = jnp.zeros(s.num_envs)
+        return (params, opt_state, obs, states, episode_return, key)
 
-        def update(runner, _):
-            params, opt_state, obs, states, episode_return, key = runner
-            net = eqx.combine(params, static)
+    def update(runner, _):
+        params, opt_state, obs, states, episode_return, key = runner
+        net = eqx.combine(params, static)
 
-            def env_step(carry, _):
-                obs, states, episode_return, key = carry
-                key, act_key, step_key = jax.random.split(key, 3)
-                action, raw, value, log_prob = jax.vmap(act, (None, 0, 0))(
-                    net, obs, jax.random.split(act_key, s.num_envs))
-                next_obs, states, reward, done = jax.vmap(dream.step_auto_reset)(
-                    jax.random.split(step_key, s.num_envs), states, action)
-                episode_return = episode_return + reward
-                ended = (jnp.where(done, episode_return, 0.0).sum(), done.sum())
-                episode_return = jnp.where(done, 0.0, episode_return)
-                step = Transition(obs, raw, log_prob, value, reward,
-                                  done.astype(jnp.float32))
-                return (next_obs, states, episode_return, key), (step, ended)
+        def env_step(carry, _):
+            obs, states, episode_return, key = carry
+            key, act_key, step_key = jax.random.split(key, 3)
+            action, raw, value, log_prob = jax.vmap(act, (None, 0, 0))(
+                net, obs, jax.random.split(act_key, s.num_envs))
+            next_obs, states, reward, done = jax.vmap(dream.step_auto_reset)(
+                jax.random.split(step_key, s.num_envs), states, action)
+            episode_return = episode_return + reward
+            ended = (jnp.where(done, episode_return, 0.0).sum(), done.sum())
+            episode_return = jnp.where(done, 0.0, episode_return)
+            step = Transition(obs, raw, log_prob, value, reward,
+                              done.astype(jnp.float32))
+            return (next_obs, states, episode_return, key), (step, ended)
 
-            (obs, states, episode_return, key), (trajectory, ended) = jax.lax.scan(
-                env_step, (obs, states, episode_return, key), None, s.num_steps)
-            last_value = jax.vmap(lambda o: net(o)[1])(obs)
-            advantages, targets = advantages_of(trajectory, last_value, s)
-            key, epoch_key = jax.random.split(key)
-            params, opt_state, _ = update_epochs(
-                params, static, opt_state, epoch_key, trajectory, advantages, targets,
-                s, spec.discrete)
-            total, count = (x.sum() for x in ended)
-            metrics = dict(
-                episode_return=jnp.where(count > 0, total / jnp.maximum(count, 1),
-                                         jnp.nan),
-                episodes=count,
-                reward_per_step=trajectory.reward.mean(),
-            )
-            return (params, opt_state, obs, states, episode_return, key), metrics
+        (obs, states, episode_return, key), (trajectory, ended) = jax.lax.scan(
+            env_step, (obs, states, episode_return, key), None, s.num_steps)
+        last_value = jax.vmap(lambda o: net(o)[1])(obs)
+        advantages, targets = advantages_of(trajectory, last_value, s)
+        key, epoch_key = jax.random.split(key)
+        params, opt_state, _ = update_epochs(
+            params, static, opt_state, epoch_key, trajectory, advantages, targets,
+            s, spec.discrete)
+        total, count = (x.sum() for x in ended)
+        metrics = dict(
+            episode_return=jnp.where(count > 0, total / jnp.maximum(count, 1),
+                                     jnp.nan),
+            episodes=count,
+            reward_per_step=trajectory.reward.mean(),
+        )
+        return (params, opt_state, obs, states, episode_return, key), metrics
 
-        runner = (params, opt_state, obs, states, episode_return, key)
-        runner, metrics = jax.lax.scan(update, runner, None, s.updates)
-        return eqx.combine(runner[0], static), metrics
+    def advance(runner, updates: int):
+        return jax.lax.scan(update, runner, None, updates)
+
+    def policy(runner) -> ActorCritic:
+        return eqx.combine(runner[0], static)
+
+    return PPOStages(start, advance, policy)
+
+
+def make_train(dream: Dream, settings: PPOSettings, init_params: Array | None = None):
+    """``train(key) -> (net, metrics)``: all ``settings.updates`` updates of
+    ``make_stages`` in one call."""
+    stages = make_stages(dream, settings, init_params)
+
+    def train(key: PRNGKeyArray):
+        runner, metrics = stages.advance(stages.start(key), settings.updates)
+        return stages.policy(runner), metrics
 
     return train
