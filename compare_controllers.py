@@ -9,7 +9,9 @@ scripts/train_ppo.py), DQN in the dream (RUN/dqn) and in reality on V+M features
 (scripts/train_model_free.py) given by --model-free, then the zero controller and the
 random policy. Prints one table (mean ± std, standard error, paired difference to the
 first, real env steps and dream steps each consumed) and writes RUN/eval/compare.md,
-compare.json and every contender's per-seed returns (replayed only when changed).
+compare.json and every contender's per-seed returns (replayed only when changed;
+``--reuse NAME=EVAL_JSON`` takes an earlier evaluation of the same controller on the
+same seeds once ``--verify`` of them replay to the same returns).
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ def main() -> None:
     parser.add_argument("--model-free", type=Path, nargs="*", default=[],
                         help="folders of scripts/train_model_free.py runs")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument(
+        "--reuse", nargs="*", default=[], metavar="NAME=EVAL_JSON",
+        help="take an earlier evaluation of contender NAME on the same seeds "
+             "(e.g. RUN/eval/round0_agent.json) once --verify of its seeds replay")
+    parser.add_argument("--verify", type=int, default=3)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    if any("=" not in item for item in args.reuse):
+        raise ValueError(f"--reuse takes NAME=EVAL_JSON items, got {args.reuse}")
+    evaluations = dict(item.rsplit("=", 1) for item in args.reuse)
     config = load_run_config(args.run)
     settings = config.eval
     episodes = settings.episodes if args.episodes is None else args.episodes
@@ -57,7 +67,7 @@ def main() -> None:
         args.run, contenders, range(first, first + episodes),
         settings.workers if args.workers is None else args.workers,
         settings.max_steps if args.max_steps is None else args.max_steps,
-        progress=not args.no_progress)
+        progress=not args.no_progress, evaluations=evaluations, verify=args.verify)
     print(table, end="")
     print(f"wrote {args.run / 'eval' / 'compare.md'}")
 

@@ -22,6 +22,7 @@ from world_models.evaluation.contenders import (
     search_steps,
 )
 from world_models.evaluation.controller_comparison import compare_controllers
+from world_models.evaluation.real import evaluate_run
 from world_models.logs import read_metrics
 from world_models.run_directory import init_run, load_run_config
 
@@ -122,3 +123,32 @@ def test_bad_comparisons_are_refused(searched_run, tmp_path):
                             progress=False)
     with pytest.raises(FileNotFoundError, match="summary.json"):
         model_free_contender(tmp_path)
+
+
+def test_an_earlier_evaluation_is_adopted_only_if_its_seeds_replay(searched_run):
+    zero = baseline_contenders(searched_run)[0]
+    seeds = range(6, 9)
+    report = evaluate_run(searched_run, name="zero_earlier", policy="zero",
+                          episodes=3, seed=6, workers=1, max_steps=LIMIT,
+                          progress=False)
+    path = searched_run / "eval" / "zero_earlier.json"
+    tampered = dict(report, results=[dict(r) for r in report["results"]])
+    tampered["results"][0]["return"] += 1.0
+    bad = searched_run / "eval" / "tampered.json"
+    bad.write_text(json.dumps(tampered))
+    with pytest.raises(ValueError, match="does not replay"):
+        compare_controllers(searched_run, [zero], seeds, 1, LIMIT, progress=False,
+                            evaluations={zero.name: bad}, verify=1)
+    with pytest.raises(ValueError, match="not played on seeds"):
+        compare_controllers(searched_run, [zero], range(6, 8), 1, LIMIT,
+                            progress=False, evaluations={zero.name: path})
+    with pytest.raises(ValueError, match="no contender"):
+        compare_controllers(searched_run, [zero], seeds, 1, LIMIT, progress=False,
+                            evaluations={"nobody": path})
+    rows, _ = compare_controllers(searched_run, [zero], seeds, 1, LIMIT,
+                                  progress=False, evaluations={zero.name: path})
+    assert rows[0]["mean"] == pytest.approx(report["mean"])
+    cached = json.loads(
+        (searched_run / "eval" / "compare" / "zero_controller.json").read_text())
+    assert cached["adopted_from"] == str(path)
+    assert cached["results"] == report["results"]
