@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from world_models.files import write_atomic_text
+from world_models.files import atomic_open, write_atomic_text, write_json
 
 CONFIG_FILENAME = "checkpoint_config.json"
 
@@ -191,3 +191,48 @@ def _check_shape(saved: Any, like: Any, directory: Path) -> Any:
             f"expects {np.shape(like)}; it was written for another model"
         )
     return saved
+
+
+# ------------------------------------------------ a trained network as a small folder
+
+
+def save_module_folder(
+    directory: str | os.PathLike,
+    module: Any,
+    info: dict[str, Any],
+    leaves_filename: str,
+    info_filename: str,
+) -> Path:
+    """``module``'s leaves and ``info`` (the json that rebuilds and checks it) in
+    ``directory``, each written atomically, the json last: a folder with its json is
+    complete."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_open(directory / leaves_filename, "wb") as handle:
+        eqx.tree_serialise_leaves(handle, module)
+    write_json(directory / info_filename, info)
+    return directory
+
+
+def read_module_info(
+    directory: str | os.PathLike, info_filename: str, missing: str, parse: Any
+) -> Any:
+    """``parse(info)`` of the folder's json; CheckpointError with the ``missing``
+    message when there is none, and when the json or a field ``parse`` reads is bad."""
+    path = Path(directory) / info_filename
+    if not path.is_file():
+        raise CheckpointError(f"{missing} ({path} missing)")
+    try:
+        return parse(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is corrupt ({type(error).__name__}: {error})") from None
+
+
+def read_module_leaves(path: str | os.PathLike, template: Any) -> Any:
+    """The leaves saved at ``path`` into ``template``; CheckpointError if unreadable."""
+    try:
+        return eqx.tree_deserialise_leaves(path, template)
+    except Exception as error:  # numpy and equinox raise many types for bad files
+        raise CheckpointError(
+            f"{path} cannot be read ({type(error).__name__}: {error})") from error

@@ -17,7 +17,6 @@ the network) and ``ppo_frames.eqx`` (its leaves). Registered policy
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from world_models.checkpoint import CheckpointError
+from world_models.checkpoint import (
+    CheckpointError,
+    read_module_info,
+    read_module_leaves,
+    save_module_folder,
+)
 from world_models.data.policies import register_policy
 from world_models.envs import EnvSpec, get_spec
-from world_models.files import atomic_open, write_json
 from world_models.models.controller import action_head
 from world_models.seeds import LEARNER_RUNS
 
@@ -153,41 +156,25 @@ def greedy_action(net: FrameActorCritic, frame: Array, spec: EnvSpec) -> Array:
 
 def save_policy(directory: str | os.PathLike, net: FrameActorCritic, env_id: str,
                 settings: FramePPOSettings) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_open(directory / POLICY_LEAVES_FILENAME, "wb") as handle:
-        eqx.tree_serialise_leaves(handle, net)
     info = dict(env_id=env_id, settings=dataclasses.asdict(settings))
-    write_json(directory / POLICY_INFO_FILENAME, info)  # last: the folder is complete
-    return directory
+    return save_module_folder(directory, net, info, POLICY_LEAVES_FILENAME,
+                              POLICY_INFO_FILENAME)
 
 
 def load_policy(directory: str | os.PathLike, env_id: str
                 ) -> tuple[FrameActorCritic, FramePPOSettings]:
-    """The network saved in ``directory`` for ``env_id``; FileNotFoundError if there is
-    none, CheckpointError if it is corrupt or plays another env."""
-    directory = Path(directory)
-    info_path = directory / POLICY_INFO_FILENAME
-    if not info_path.is_file():
-        raise FileNotFoundError(
-            f"no model-free PPO policy in {directory} ({POLICY_INFO_FILENAME} "
-            "missing): train one with scripts/train_model_free.py")
-    try:
-        info = json.loads(info_path.read_text())
-        saved_env, settings = info["env_id"], FramePPOSettings(**info["settings"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{info_path} is corrupt ({type(error).__name__}: {error})") from None
+    """The network saved in ``directory`` for ``env_id``; CheckpointError if there is
+    none, or it is corrupt or plays another env."""
+    saved_env, settings = read_module_info(
+        directory, POLICY_INFO_FILENAME,
+        f"no model-free PPO policy in {directory}: train one with "
+        "scripts/train_model_free.py",
+        lambda info: (info["env_id"], FramePPOSettings(**info["settings"])))
     if saved_env != env_id:
         raise CheckpointError(
             f"the model-free PPO policy in {directory} plays {saved_env}, not {env_id}")
     template = network_shape(get_spec(env_id), settings.log_std_init)
-    try:
-        net = eqx.tree_deserialise_leaves(directory / POLICY_LEAVES_FILENAME, template)
-    except Exception as error:  # numpy and equinox raise many types for bad files
-        raise CheckpointError(
-            f"{directory / POLICY_LEAVES_FILENAME} cannot be read "
-            f"({type(error).__name__}: {error})") from error
+    net = read_module_leaves(Path(directory) / POLICY_LEAVES_FILENAME, template)
     return net, settings
 
 

@@ -17,7 +17,6 @@ Registered policy (``policies.make_policy``):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,15 @@ import numpy as np
 from jaxtyping import Array
 
 from world_models.agent import Agent, encode_latent, load_models
-from world_models.checkpoint import CheckpointError
+from world_models.checkpoint import (
+    CheckpointError,
+    read_module_info,
+    read_module_leaves,
+    save_module_folder,
+)
 from world_models.config import Config
 from world_models.data.policies import register_policy
 from world_models.envs import EnvSpec, get_spec
-from world_models.files import atomic_open, write_json
 from world_models.models.mdnrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 from world_models.rl.dqn_core import q_network
@@ -146,11 +149,8 @@ def save_q_network(
                 rnn_hidden_size=config.rnn.hidden_size, hidden=network.width_size,
                 actions=actions.tolist(), action_dtype=str(actions.dtype),
                 settings=settings)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_open(directory / Q_NETWORK_FILENAME, "wb") as handle:
-        eqx.tree_serialise_leaves(handle, network)
-    write_json(directory / Q_INFO_FILENAME, info)  # last: it marks the folder complete
-    return directory
+    return save_module_folder(directory, network, info, Q_NETWORK_FILENAME,
+                              Q_INFO_FILENAME)
 
 
 def load_q_network(
@@ -158,20 +158,14 @@ def load_q_network(
 ) -> tuple[eqx.nn.MLP, np.ndarray, dict[str, Any]]:
     """(network, action set, the folder's json) of a Q-network saved for the V and M
     of ``config``; CheckpointError if it is missing, corrupt or made for others."""
-    directory = Path(directory)
-    info_path = directory / Q_INFO_FILENAME
-    if not info_path.is_file():
-        raise CheckpointError(
-            f"no Q-network in {directory} ({Q_INFO_FILENAME} missing): train one "
-            "with scripts/train_dqn.py")
-    try:
-        info = json.loads(info_path.read_text())
+    def parse(info):
         actions = np.asarray(info["actions"], info["action_dtype"])
-        sizes, hidden = (info["z_dim"], info["rnn_hidden_size"]), info["hidden"]
-        env_id = info["env_id"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{info_path} is corrupt ({type(error).__name__}: {error})") from None
+        sizes = (info["z_dim"], info["rnn_hidden_size"])
+        return info, actions, sizes, info["hidden"], info["env_id"]
+
+    info, actions, sizes, hidden, env_id = read_module_info(
+        directory, Q_INFO_FILENAME,
+        f"no Q-network in {directory}: train one with scripts/train_dqn.py", parse)
     if env_id != config.env_id:
         raise CheckpointError(
             f"the Q-network in {directory} plays {env_id}, not {config.env_id}")
@@ -181,12 +175,7 @@ def load_q_network(
             f"the Q-network in {directory} reads [z, h] of sizes {tuple(sizes)}; this "
             f"run's V and M give {expected}")
     template = q_network(sum(sizes), len(actions), hidden, jax.random.key(0))
-    try:
-        network = eqx.tree_deserialise_leaves(directory / Q_NETWORK_FILENAME, template)
-    except Exception as error:  # numpy and equinox raise many types for bad files
-        raise CheckpointError(
-            f"{directory / Q_NETWORK_FILENAME} cannot be read "
-            f"({type(error).__name__}: {error})") from error
+    network = read_module_leaves(Path(directory) / Q_NETWORK_FILENAME, template)
     return network, actions, info
 
 
