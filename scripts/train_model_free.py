@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--minibatches", type=int, default=defaults.minibatches)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--entropy-coef", type=float, default=defaults.entropy_coef)
+    parser.add_argument("--reward-scale", type=float, default=defaults.reward_scale,
+                        help="rewards times this, as the learner sees them")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--checkpoint-every", type=int, default=10,
                         help="updates between checkpoints")
@@ -51,7 +53,7 @@ def main() -> None:
             num_envs=args.num_envs, num_steps=args.num_steps, total_steps=args.steps,
             epochs=args.epochs, minibatches=args.minibatches,
             learning_rate=args.learning_rate, entropy_coef=args.entropy_coef,
-            seed=args.seed)
+            reward_scale=args.reward_scale, seed=args.seed)
     except ValueError as error:
         parser.error(str(error))
     summary = train(args.env, settings, args.out,

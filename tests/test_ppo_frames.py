@@ -141,6 +141,7 @@ def test_a_missing_or_foreign_policy_is_refused(uninterrupted, tmp_path):
 @pytest.mark.parametrize("bad", [
     dict(num_envs=0), dict(minibatches=3), dict(total_steps=10), dict(clip=0.0),
     dict(gamma=1.5), dict(learning_rate=-1.0), dict(entropy_coef=-0.1), dict(seed=100),
+    dict(reward_scale=0.0),
 ])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):

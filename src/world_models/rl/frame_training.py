@@ -98,7 +98,7 @@ def checkpointer_for(out_dir: str | os.PathLike, env_id: str,
     """Checkpoints of ``out_dir``; CheckpointError if written under other settings."""
     config = dict(env_id=env_id, **dataclasses.asdict(settings))
     return Checkpointer(Path(out_dir) / CHECKPOINT_DIRNAME, config,
-                        ignore=("total_steps",))
+                        ignore=("total_steps",), defaults=dict(reward_scale=1.0))
 
 
 def _rollout(envs: FrameEnvs, net, frames, key, settings: FramePPOSettings,
@@ -113,6 +113,7 @@ def _rollout(envs: FrameEnvs, net, frames, key, settings: FramePPOSettings,
         first_act = first_act or time.perf_counter() - start
         next_frames, rewards, terminated, truncated, last_frames, ended = envs.step(
             np.asarray(action))
+        rewards = rewards * settings.reward_scale  # the critic's units
         if truncated.any():
             bootstrap = np.asarray(_values(net, last_frames))
             rewards = rewards + np.where(truncated, settings.gamma * bootstrap, 0.0)

@@ -59,6 +59,9 @@ class FramePPOSettings:
     entropy_coef: float = 0.01
     value_coef: float = 0.5
     log_std_init: float = -0.5
+    # rewards as the learner sees them (returns are logged unscaled): a shared trunk
+    # under a value loss of LunarLander's unscaled returns lost its policy's entropy
+    reward_scale: float = 1.0
     seed: int = 0  # the network's draw, the JAX key, the block of episode seeds
 
     def __post_init__(self):
@@ -71,7 +74,7 @@ class FramePPOSettings:
         if self.total_steps < self.num_envs * self.num_steps:
             problems.append("total_steps must hold at least one update "
                             "(num_envs x num_steps)")
-        positive = ("learning_rate", "max_grad_norm", "clip")
+        positive = ("learning_rate", "max_grad_norm", "clip", "reward_scale")
         problems += [f"{name} must be > 0" for name in positive
                      if not getattr(self, name) > 0]
         problems += [f"{name} must be in [0, 1]" for name in ("gamma", "gae_lambda")
