@@ -38,9 +38,10 @@ from world_models.config import Config
 from world_models.data.collection import play_episodes
 from world_models.dream.dqn import DQNSettings, action_set, make_train
 from world_models.dream.evolve import load_dream
+from world_models.dream.selection import check_line
 from world_models.envs import get_spec, step_limit
 from world_models.files import write_json
-from world_models.logs import plot_curves
+from world_models.logs import METRICS_FILENAME, plot_curves
 from world_models.rl import SUMMARY_FILENAME
 from world_models.rl.dqn_features import REAL_Q_DIR, train_real_dqn
 from world_models.rl.q_agent import DREAM_Q_DIR, save_q_network
@@ -69,7 +70,7 @@ def train_in_dream(run: Path, config: Config, settings: DQNSettings, seed: int) 
     rows = [dict(step=i + 1, **{name: float(values[i]) for name, values in
                                 metrics.items() if math.isfinite(values[i])})
             for i in range(settings.iterations)]  # no return where no episode ended
-    metrics_path = out / "metrics.jsonl"
+    metrics_path = out / METRICS_FILENAME
     metrics_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     plot_curves(metrics_path, ["episode_return"], out / "curve.png",
                 title=f"{config.env_id}: DQN in the dream")
@@ -91,9 +92,7 @@ def check(run: Path, config: Config, q_dir: Path, episodes: int) -> str:
         step_limit(get_spec(config.env_id), config.eval.max_steps),
         policy_kwargs=dict(run_dir=str(run), q_dir=str(q_dir)),
         backend=config.collect.backend, ray_address=config.collect.ray_address)
-    returns = np.array([result["return"] for result in results], np.float64)
-    return (f"real: {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} "
-            f"episodes (seeds {seeds[0]}…{seeds[-1]})")
+    return check_line(results)
 
 
 def main() -> None:

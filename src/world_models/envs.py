@@ -114,6 +114,11 @@ def preprocess_frame(frame: np.ndarray, spec: EnvSpec) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def observed_frame(env: gym.Env, observation: np.ndarray, spec: EnvSpec) -> np.ndarray:
+    """The 64x64x3 frame an agent sees of the env's current state."""
+    return preprocess_frame(raw_frame(env, observation, spec), spec)
+
+
 def step_limit(spec: EnvSpec, max_steps: int) -> int:
     """The effective episode cap: ``max_steps`` if set (> 0), else the env's own
     limit."""

@@ -10,8 +10,7 @@ from world_models.data.policies import Policy, get_factory
 from world_models.envs import (
     get_spec,
     make_env,
-    preprocess_frame,
-    raw_frame,
+    observed_frame,
     step_limit,
 )
 
@@ -42,7 +41,7 @@ def play_episode(
         limit = step_limit(spec, max_steps)
         observation, _ = env.reset(seed=seed)
         policy.reset(seed)
-        frame = preprocess_frame(raw_frame(env, observation, spec), spec)
+        frame = observed_frame(env, observation, spec)
         frames, actions, rewards, terminated, truncated = [frame], [], [], [], []
         for step in range(limit):
             action = policy.act(frame, observation)
@@ -52,7 +51,7 @@ def play_episode(
                 else np.asarray(action, np.float32).reshape(spec.action_size)
             )
             observation, reward, term, trunc, _ = env.step(action)
-            frame = preprocess_frame(raw_frame(env, observation, spec), spec)
+            frame = observed_frame(env, observation, spec)
             if record_frames:
                 frames.append(frame)
             actions.append(action)

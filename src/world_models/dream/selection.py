@@ -59,9 +59,14 @@ def check_start(
     """A saved start (a fitted or PPO controller) played on ``episodes`` seeds of the
     fit-check block, as one line: mean ± std over the episodes and the seeds."""
     seeds = fit_check_seeds(episodes)
-    returns = _returns(real_check(run_dir, config, params, config.eval.workers, seeds))
+    return check_line(real_check(run_dir, config, params, config.eval.workers, seeds))
+
+
+def check_line(episodes: list[dict]) -> str:
+    """Real episodes of a check as one line: mean ± std over them and their seeds."""
+    returns = _returns(episodes)
     return (f"real: {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} "
-            f"episodes (seeds {seeds[0]}…{seeds[-1]})")
+            f"episodes (seeds {episodes[0]['seed']}…{episodes[-1]['seed']})")
 
 
 def _returns(episodes: list[dict]) -> np.ndarray:

@@ -48,12 +48,16 @@ from world_models.dream.dqn import DQNSettings, action_set
 from world_models.envs import (
     get_spec,
     make_env,
-    preprocess_frame,
-    raw_frame,
+    observed_frame,
     step_limit,
 )
 from world_models.files import write_json
-from world_models.logs import MetricsLogger, plot_curves, read_metrics
+from world_models.logs import (
+    METRICS_FILENAME,
+    MetricsLogger,
+    plot_curves,
+    read_metrics,
+)
 from world_models.rl import SUMMARY_FILENAME
 from world_models.rl.dqn_core import Transitions, q_network, td_update
 from world_models.rl.q_agent import QAgent, save_q_network
@@ -164,7 +168,7 @@ def train_real_dqn(
     limit = step_limit(spec, max_episode_steps)
     if fresh:
         shutil.rmtree(out / "ckpt", ignore_errors=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        (out / METRICS_FILENAME).unlink(missing_ok=True)
     recorded = dict(dataclasses.asdict(settings), iterations=None)  # may grow
     checkpointer = Checkpointer(out / "ckpt", dict(
         recorded, env_id=config.env_id, actions=actions.tolist(), seed=seed,
@@ -202,9 +206,9 @@ def train_real_dqn(
     save_q_network(out, learner.network, actions,
                    dict(dataclasses.asdict(settings), seed=seed,
                         max_episode_steps=limit), config)
-    plot_curves(out / "metrics.jsonl", ["episode_return"], out / "curve.png",
+    plot_curves(out / METRICS_FILENAME, ["episode_return"], out / "curve.png",
                 title=f"{config.env_id}: DQN on [z, h] in the real env")
-    recent = [row["episode_return"] for row in read_metrics(out / "metrics.jsonl")]
+    recent = [row["episode_return"] for row in read_metrics(out / METRICS_FILENAME)]
     summary = dict(env_id=config.env_id, real_steps=learner.env_steps,
                    episodes=learner.episodes, steps_played_now=played,
                    seconds=seconds, steps_per_s=played / max(seconds, 1e-9),
@@ -222,7 +226,7 @@ def _play_episode(env, agent: QAgent, learner: _Learner, episode_seeds: range,
     settings, seed = learner.settings, episode_seeds[learner.episodes]
     observation, _ = env.reset(seed=seed)
     agent.reset(seed)
-    frame = preprocess_frame(raw_frame(env, observation, agent.spec), agent.spec)
+    frame = observed_frame(env, observation, agent.spec)
     pending, episode_return, losses, ended, length = None, 0.0, [], False, 0
     while not ended and learner.env_steps < settings.iterations:
         agent.noise = epsilon_at(settings, learner.env_steps)
@@ -231,7 +235,7 @@ def _play_episode(env, agent: QAgent, learner: _Learner, episode_seeds: range,
         if pending is not None:
             learner.store(*pending, obs, 0.0)
         observation, reward, terminated, truncated, _ = env.step(action)
-        frame = preprocess_frame(raw_frame(env, observation, agent.spec), agent.spec)
+        frame = observed_frame(env, observation, agent.spec)
         episode_return += float(reward)
         length += 1
         ended = terminated or truncated or length == limit

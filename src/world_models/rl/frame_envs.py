@@ -1,6 +1,6 @@
 """Real environments for the model-free baseline: ``num_envs`` of one env id stepped
 together (a gymnasium vector env), each observing the library's 64x64 frame
-(``preprocess_frame`` of ``raw_frame``), each episode seeded from the run's block of the
+(``envs.observed_frame``), each episode seeded from the run's block of the
 seed plan's model-free band (``seeds.real_learner_seeds``).
 
 A finished episode is restarted at once on the next seed of the block, so an env runs
@@ -25,8 +25,7 @@ from world_models.envs import (
     FRAME_SIZE,
     get_spec,
     make_env,
-    preprocess_frame,
-    raw_frame,
+    observed_frame,
 )
 from world_models.seeds import real_learner_seeds
 
@@ -44,8 +43,7 @@ class FrameObservation(gym.Wrapper):
         self.replay_actions: np.ndarray | None = None
 
     def frame(self, observation: np.ndarray) -> np.ndarray:
-        return preprocess_frame(raw_frame(self.env, observation, self.env_spec),
-                                self.env_spec)
+        return observed_frame(self.env, observation, self.env_spec)
 
     def reset(self, *, seed=None, options=None):
         observation, info = self.env.reset(seed=seed)

@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 from world_models.checkpoint import Checkpointer
 from world_models.envs import EnvSpec, get_spec
-from world_models.rl import SUMMARY_FILENAME
 from world_models.files import write_json
 from world_models.logs import MetricsLogger, plot_curves
+from world_models.rl import SUMMARY_FILENAME
 from world_models.rl.frame_envs import EpisodeBook, FrameEnvs
 from world_models.rl.ppo_core import (
     Transition,
