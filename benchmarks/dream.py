@@ -17,6 +17,7 @@ block_until_ready). Results go to benchmarks/results/dream.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -39,6 +40,7 @@ from world_models.presets import PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "dream.json"
 ROLLOUTS = 16
+LAYOUTS = (False, True)  # Dream.batch_major: before, now
 
 
 def _dream(preset: str, horizon: int) -> Dream:
@@ -67,17 +69,17 @@ def _population(dream: Dream, size: int) -> jax.Array:
     return 0.1 * jax.random.normal(jax.random.key(2), (size, dim))
 
 
-def _time(fn, repeats: int) -> tuple[float, float]:
-    """(first call incl. compile, median steady call) in seconds."""
+def _call_s(fn) -> float:
+    """Seconds of one call, block_until_ready."""
     start = time.perf_counter()
     jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+    return time.perf_counter() - start
+
+
+def _time(fn, repeats: int) -> tuple[float, float]:
+    """(first call incl. compile, median steady call) in seconds."""
+    first = _call_s(fn)
+    return first, statistics.median(_call_s(fn) for _ in range(repeats))
 
 
 @eqx.filter_jit
@@ -93,35 +95,58 @@ def _one_candidate(dream: Dream, params, key, rollouts: int):
 def bench_batches(
     batches: list[int], chunks: list[int], horizon: int, repeats: int
 ) -> list[dict]:
-    dream, rows = _dream("full", horizon), []
+    """Both LSTM layouts of the same dream (``Dream.batch_major``), timed in turns at
+    every batch size; their returns compared bit for bit."""
+    base, rows = _dream("full", horizon), []
+    layouts = {major: dataclasses.replace(base, batch_major=major) for major in LAYOUTS}
     key = jax.random.key(3)
     variants = [(b, 0) for b in batches] + [(batches[-1], c) for c in chunks]
     for batch, chunk in variants:
-        population = _population(dream, batch // ROLLOUTS)
-        compile_s, steady_s = _time(
-            lambda: _evaluate(dream, population, key, ROLLOUTS, chunk), repeats
-        )
+        population = _population(base, batch // ROLLOUTS)
+        calls = {
+            major: (lambda d=dream: _evaluate(d, population, key, ROLLOUTS, chunk))
+            for major, dream in layouts.items()
+        }
+        first = {major: _call_s(call) for major, call in calls.items()}
+        steady = {major: [] for major in calls}
+        for _ in range(repeats):
+            for major, call in calls.items():
+                steady[major].append(_call_s(call))
+        returns = {major: np.asarray(call()) for major, call in calls.items()}
+        rate = {m: batch * horizon / statistics.median(t) for m, t in steady.items()}
         rows.append(
             dict(
                 batch=batch,
                 chunk_size=chunk,
-                compile_s=compile_s,
-                steady_s=steady_s,
-                agent_steps_per_s=batch * horizon / steady_s,
+                compile_s=first[True],
+                steady_s=statistics.median(steady[True]),
+                agent_steps_per_s=rate[True],
+                agent_steps_per_s_before=rate[False],
+                speedup=rate[True] / rate[False],
+                identical_returns=bool(np.array_equal(*returns.values())),
             )
         )
         print(
-            f"batch {batch:6d} chunk {chunk:5d}: {rows[-1]['agent_steps_per_s']:10.0f} "
-            f"agent-steps/s (first call {compile_s:.1f} s)",
+            f"batch {batch:6d} chunk {chunk:5d}: {rate[True]:10.0f} agent-steps/s, "
+            f"W·x layout {rate[False]:10.0f} ({rows[-1]['speedup']:.2f}x), same "
+            f"returns: {rows[-1]['identical_returns']} (first call {first[True]:.1f} s)",
             flush=True,
         )
     return rows
 
 
-def bench_generations(presets: list[str], horizon: int, repeats: int) -> list[dict]:
+def bench_generations(
+    presets: list[str], horizon: int, repeats: int, chunks: list[int]
+) -> list[dict]:
+    """One generation at each preset's setting, with the preset's chunk size and each
+    of ``chunks`` (the results are the same for every chunk size)."""
     rows = []
-    for preset in presets:
-        config = make_config(preset)
+    for preset, chunk in [
+        (p, c)
+        for p in presets
+        for c in dict.fromkeys([make_config(p).dream.chunk_size, *chunks])
+    ]:
+        config = make_config(preset, overrides=[f"dream.chunk_size={chunk}"])
         steps = horizon or step_limit(get_spec(config.env_id), config.dream.max_steps)
         dream = _dream(preset, steps)
         mean = jnp.zeros_like(controller_to_flat(dream.template))
@@ -147,6 +172,7 @@ def bench_generations(presets: list[str], horizon: int, repeats: int) -> list[di
         rows.append(
             dict(
                 preset=preset,
+                chunk_size=chunk,
                 population=settings.population,
                 rollouts=settings.rollouts,
                 horizon=steps,
@@ -156,8 +182,9 @@ def bench_generations(presets: list[str], horizon: int, repeats: int) -> list[di
             )
         )
         print(
-            f"{preset}: one generation {settings.population}x{settings.rollouts} "
-            f"x {steps} steps: {steady_s:.2f} s (first call {compile_s:.1f} s)",
+            f"{preset} (chunk {chunk}): one generation {settings.population}x"
+            f"{settings.rollouts} x {steps} steps: {steady_s:.2f} s (first call "
+            f"{compile_s:.1f} s)",
             flush=True,
         )
     return rows
@@ -216,6 +243,13 @@ def main() -> None:
         "--batches", type=int, nargs="+", default=[64, 256, 1024, 4096, 16384]
     )
     parser.add_argument("--chunks", type=int, nargs="*", default=[1024, 4096])
+    parser.add_argument(
+        "--generation-chunks",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="chunk sizes timed beside each preset's own",
+    )
     parser.add_argument("--loop-population", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -233,22 +267,31 @@ def main() -> None:
         batch=bench_batches(args.batches, args.chunks, args.horizon, args.repeats),
         loop=bench_loop(args.loop_population, args.horizon, args.repeats),
         generation=bench_generations(
-            args.generation_presets, args.generation_horizon, args.repeats
+            args.generation_presets,
+            args.generation_horizon,
+            args.repeats,
+            args.generation_chunks,
         ),
     )
-    print("\n| batch | chunk | agent-steps/s | first call (s) |\n|---|---|---|---|")
+    print(
+        "\n| batch | chunk | agent-steps/s | W·x layout (before) | ratio | same "
+        "returns | first call (s) |\n|---|---|---|---|---|---|---|"
+    )
     for row in results["batch"]:
         print(
             f"| {row['batch']} | {row['chunk_size'] or '-'} | "
-            f"{row['agent_steps_per_s']:,.0f} | {row['compile_s']:.1f} |"
+            f"{row['agent_steps_per_s']:,.0f} | {row['agent_steps_per_s_before']:,.0f}"
+            f" | {row['speedup']:.2f} | {row['identical_returns']} | "
+            f"{row['compile_s']:.1f} |"
         )
     print(
-        "\n| setting | population x rollouts | horizon | generation (s) | "
-        "agent-steps/s |\n|---|---|---|---|---|"
+        "\n| setting | chunk | population x rollouts | horizon | generation (s) | "
+        "agent-steps/s |\n|---|---|---|---|---|---|"
     )
     for row in results["generation"]:
         print(
-            f"| {row['preset']} | {row['population']}x{row['rollouts']} | "
+            f"| {row['preset']} | {row['chunk_size'] or '-'} | "
+            f"{row['population']}x{row['rollouts']} | "
             f"{row['horizon']} | {row['generation_s']:.2f} | "
             f"{row['agent_steps_per_s']:,.0f} |"
         )

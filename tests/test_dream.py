@@ -1,3 +1,5 @@
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -97,6 +99,30 @@ def test_vmapped_population_matches_a_python_loop(chunk_size):
             total, length = rollout(population[c], keys[r])
             np.testing.assert_allclose(returns[c, r], total, rtol=1e-4, atol=1e-5)
             assert int(lengths[c, r]) == int(length)
+
+
+def test_batch_major_lstm_is_the_same_dream():
+    """The dream's x·Wᵀ LSTM computes what eqx.nn.LSTMCell's W·x does, one step and
+    whole populations (XLA's CPU backend gives the same bits at the batch sizes
+    benchmarks/dream.py measures; rounding is all that may differ)."""
+    dream = _random_dream()
+    rnn = dream.rnn
+    keys = jax.random.split(jax.random.key(7), 4)
+    state = tuple(jax.random.normal(k, (rnn.hidden_size,)) for k in keys[:2])
+    z = jax.random.normal(keys[2], (rnn.z_dim,))
+    action = jax.random.normal(keys[3], (CAR.action_size,))
+    for got, want in zip(
+        rnn.advance(state, z, action, batch_major=True), rnn.advance(state, z, action)
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    population = _population(dream, 6)
+    old_layout = dataclasses.replace(dream, batch_major=False)
+    evaluate = eqx.filter_jit(lambda d: d.population_returns(population, keys[0], 4))
+    (returns, lengths), (old_returns, old_lengths) = (
+        evaluate(dream), evaluate(old_layout)
+    )
+    np.testing.assert_allclose(returns, old_returns, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(lengths, old_lengths)
 
 
 def test_common_random_numbers_within_a_generation():

@@ -94,6 +94,9 @@ class Dream(eqx.Module):
     dropout: float = eqx.field(static=True, default=0.0)
     ensemble: str = eqx.field(static=True, default="sample")
     done_threshold: float = eqx.field(static=True, default=0.5)
+    # M's LSTM as batch-major GEMMs under vmap (``MDNRNN.advance``); False is the
+    # layout the dream had before, kept for benchmarks/dream.py's side-by-side run.
+    batch_major: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if self.start_mu.ndim != 2 or self.start_mu.shape != self.start_logvar.shape:
@@ -171,7 +174,7 @@ class Dream(eqx.Module):
         reward) or the horizon is reached."""
         inputs = action_to_input(action, self.spec)
         rnn_state, heads = self.rnn.step_heads(
-            state.rnn_state, state.z, inputs, state.head_mask
+            state.rnn_state, state.z, inputs, state.head_mask, self.batch_major
         )
         out = (pessimistic if self.ensemble == "pessimistic" else select_head)(
             heads, state.member
