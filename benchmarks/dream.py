@@ -1,13 +1,18 @@
 """Dream throughput: agent-steps/s of the vmapped CMA-ES dream, in one run.
 
-    uv run python benchmarks/dream.py [--horizon 100 --repeats 3 --generation-horizon 0]
+    uv run python benchmarks/dream.py [--horizon 100 --repeats 3 --generation-horizon 0
+                                       --torch-python PATH]
 
 Sections (paper-sized M: z 32, LSTM 256, 5 mixtures per dimension; linear controller):
   batch       agent-steps/s of Dream.population_returns over batch sizes
               (candidates x 16 rollouts), plus chunked variants of the largest batch
-              (lax.map)
+              (lax.map); M's LSTM in the dream's batch-major layout and in the W·x
+              layout it had before (Dream.batch_major), timed in turns, their returns
+              compared bit for bit; with --torch-python, the same dream in PyTorch
+              eager (torch_dream_reference.py, a subprocess) takes a turn too
   generation  wall time of one whole generation (ask, dream, tell under one jit) at the
-              quick (64 x 16) and full (256 x 16) settings (--generation-presets)
+              quick (64 x 16) and full (256 x 16) settings (--generation-presets), at
+              each preset's chunk size and at --generation-chunks
   loop        the same population dreamed by a Python loop over candidates (each a
               jitted vmap over its rollouts) against the one vmapped call: the ratio
 Compile time (first call) is reported apart from the steady state (median of repeats,
@@ -21,6 +26,7 @@ import dataclasses
 import json
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -39,6 +45,7 @@ from world_models.models.mdnrnn import rnn_from_config
 from world_models.presets import PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "dream.json"
+TORCH_SCRIPT = Path(__file__).parent / "torch_dream_reference.py"
 ROLLOUTS = 16
 LAYOUTS = (False, True)  # Dream.batch_major: before, now
 
@@ -92,11 +99,30 @@ def _one_candidate(dream: Dream, params, key, rollouts: int):
     return dream.population_returns(params[None], key, rollouts)[0]
 
 
+def _torch_rate(python: str, batch: int, horizon: int) -> float:
+    """agent-steps/s of torch_dream_reference.py run by ``python`` (one call)."""
+    out = subprocess.run(
+        [python, str(TORCH_SCRIPT), "--batch", str(batch), "--horizon", str(horizon)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip().splitlines()
+    if not out or not out[-1].startswith("{"):
+        raise RuntimeError(f"{python} {TORCH_SCRIPT.name}: {out[-1:] or 'no output'}")
+    return json.loads(out[-1])["agent_steps_per_s"]
+
+
 def bench_batches(
-    batches: list[int], chunks: list[int], horizon: int, repeats: int
+    batches: list[int],
+    chunks: list[int],
+    horizon: int,
+    repeats: int,
+    torch_python: str | None = None,
 ) -> list[dict]:
     """Both LSTM layouts of the same dream (``Dream.batch_major``), timed in turns at
-    every batch size; their returns compared bit for bit."""
+    every batch size; their returns compared bit for bit. With ``torch_python`` the
+    same dream in PyTorch (torch_dream_reference.py) takes a turn too (unchunked
+    rows)."""
     base, rows = _dream("full", horizon), []
     layouts = {major: dataclasses.replace(base, batch_major=major) for major in LAYOUTS}
     key = jax.random.key(3)
@@ -109,9 +135,12 @@ def bench_batches(
         }
         first = {major: _call_s(call) for major, call in calls.items()}
         steady = {major: [] for major in calls}
+        torch_rates = []
         for _ in range(repeats):
             for major, call in calls.items():
                 steady[major].append(_call_s(call))
+            if torch_python and not chunk:
+                torch_rates.append(_torch_rate(torch_python, batch, horizon))
         returns = {major: np.asarray(call()) for major, call in calls.items()}
         rate = {m: batch * horizon / statistics.median(t) for m, t in steady.items()}
         rows.append(
@@ -126,10 +155,14 @@ def bench_batches(
                 identical_returns=bool(np.array_equal(*returns.values())),
             )
         )
+        if torch_rates:
+            rows[-1]["torch_agent_steps_per_s"] = statistics.median(torch_rates)
+            rows[-1]["ours_over_torch"] = rate[True] / statistics.median(torch_rates)
         print(
             f"batch {batch:6d} chunk {chunk:5d}: {rate[True]:10.0f} agent-steps/s, "
             f"W·x layout {rate[False]:10.0f} ({rows[-1]['speedup']:.2f}x), same "
-            f"returns: {rows[-1]['identical_returns']} (first call {first[True]:.1f} s)",
+            f"returns: {rows[-1]['identical_returns']} (first call {first[True]:.1f} s)"
+            + (f", PyTorch {statistics.median(torch_rates):10.0f}" if torch_rates else ""),
             flush=True,
         )
     return rows
@@ -251,6 +284,11 @@ def main() -> None:
         help="chunk sizes timed beside each preset's own",
     )
     parser.add_argument("--loop-population", type=int, default=64)
+    parser.add_argument(
+        "--torch-python",
+        metavar="PATH",
+        help="a Python with torch: also time benchmarks/torch_dream_reference.py",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -264,7 +302,9 @@ def main() -> None:
         backend=jax.default_backend(),
         machine=platform.machine(),
         horizon=args.horizon,
-        batch=bench_batches(args.batches, args.chunks, args.horizon, args.repeats),
+        batch=bench_batches(
+            args.batches, args.chunks, args.horizon, args.repeats, args.torch_python
+        ),
         loop=bench_loop(args.loop_population, args.horizon, args.repeats),
         generation=bench_generations(
             args.generation_presets,
@@ -275,14 +315,18 @@ def main() -> None:
     )
     print(
         "\n| batch | chunk | agent-steps/s | W·x layout (before) | ratio | same "
-        "returns | first call (s) |\n|---|---|---|---|---|---|---|"
+        "returns | PyTorch | ours / PyTorch | first call (s) |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
     for row in results["batch"]:
+        torch_rate = row.get("torch_agent_steps_per_s")
         print(
             f"| {row['batch']} | {row['chunk_size'] or '-'} | "
             f"{row['agent_steps_per_s']:,.0f} | {row['agent_steps_per_s_before']:,.0f}"
             f" | {row['speedup']:.2f} | {row['identical_returns']} | "
-            f"{row['compile_s']:.1f} |"
+            + (f"{torch_rate:,.0f} | {row['ours_over_torch']:.2f}" if torch_rate
+               else "- | -")
+            + f" | {row['compile_s']:.1f} |"
         )
     print(
         "\n| setting | chunk | population x rollouts | horizon | generation (s) | "

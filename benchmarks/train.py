@@ -144,20 +144,24 @@ def _timed_steps(step, state, frames, key, count):
 
 
 TORCH_SCRIPT = Path(__file__).parent / "torch_vae_reference.py"
+TORCH_RNN_SCRIPT = Path(__file__).parent / "torch_rnn_reference.py"
 TORCH_VARIANT = "PyTorch 2 threads, eager (subprocess)"
 OURS = "gather + GEMM, custom VJPs, NHWC (ours)"
 
 
-def _torch_rate(python: str, batch_size: int, steps: int) -> tuple[float, float]:
-    """(images/s, first-step s) of torch_vae_reference.py run by ``python``."""
+def _torch_rate(python: str, batch_size: int, steps: int, script: Path = TORCH_SCRIPT,
+                extra: tuple[str, ...] = ()) -> tuple[float, float]:
+    """(rate, first-step s) of a torch reference ``script`` run by ``python``: the
+    first value of its last JSON line (images/s or sequence-steps/s)."""
     out = subprocess.run(
-        [python, str(TORCH_SCRIPT), "--batch", str(batch_size), "--steps", str(steps)],
+        [python, str(script), "--batch", str(batch_size), "--steps", str(steps),
+         *extra],
         capture_output=True, text=True, check=True,
     ).stdout.strip().splitlines()
     if not out or not out[-1].startswith("{"):
-        raise RuntimeError(f"{python} {TORCH_SCRIPT.name}: {out[-1:] or 'no output'}")
+        raise RuntimeError(f"{python} {script.name}: {out[-1:] or 'no output'}")
     result = json.loads(out[-1])
-    return result["images_per_s"], result["compile_s"]
+    return next(iter(result.values())), result["compile_s"]
 
 
 def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
@@ -220,10 +224,12 @@ def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
     return rows
 
 
-def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int
-              ) -> list[dict]:
+def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
+              torch_python: str | None = None) -> list[dict]:
     """MDN-RNN training sequence-steps/s (batch x seq_len per step) at CarRacing sizes,
-    one row per batch size (ratio against the first)."""
+    one row per batch size (ratio against the first). With ``torch_python``, the same
+    work in PyTorch (torch_rnn_reference.py) takes its turn after ours at each batch
+    size in every round, and each of our rows gets ``ours_over_torch``."""
     config = make_config("quick", "CarRacing-v3", [f"rnn.seq_len={seq_len}"])
     spec = get_spec(config.env_id)
     rnn = rnn_from_config(config, key=jax.random.PRNGKey(0))
@@ -244,17 +250,36 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int
                                         jax.random.PRNGKey(1), 1)
         states[name], timings[name] = state, []
         rows.append({"variant": name, "compile_s": compile_s})
+    torch_names = {}
+    if torch_python:
+        for name, batch_size in list(variants.items()):
+            torch_names[name] = f"PyTorch nn.LSTM eager, 2 threads, batch {batch_size}"
+            timings[torch_names[name]] = []
+            rows.append({"variant": torch_names[name], "compile_s": 0.0})
+            variants[torch_names[name]] = batch_size
     for _ in range(repeats):
         for name, batch_size in variants.items():
-            seconds, states[name] = _timed_steps(step, states[name], batches[name],
-                                                 jax.random.PRNGKey(2), steps)
-            timings[name].append(batch_size * seq_len * steps / seconds)
+            if name in timings and name not in torch_names.values():
+                seconds, states[name] = _timed_steps(
+                    step, states[name], batches[name], jax.random.PRNGKey(2), steps)
+                timings[name].append(batch_size * seq_len * steps / seconds)
+            if name in torch_names:
+                torch_name = torch_names[name]
+                rate, compile_s = _torch_rate(torch_python, batch_size, steps,
+                                              TORCH_RNN_SCRIPT,
+                                              ("--seq-len", str(seq_len)))
+                timings[torch_name].append(rate)
+                next(r for r in rows if r["variant"] == torch_name)["compile_s"] = (
+                    compile_s)
     baseline = statistics.median(timings[rows[0]["variant"]])
     for row in rows:
         rates = timings[row["variant"]]
         row.update(model="rnn", unit="seq-steps/s", batch_size=variants[row["variant"]],
                    seq_len=seq_len, median=statistics.median(rates), min=min(rates),
                    max=max(rates), ratio=statistics.median(rates) / baseline)
+        if row["variant"] in torch_names:
+            row["ours_over_torch"] = row["median"] / statistics.median(
+                timings[torch_names[row["variant"]]])
     return rows
 
 
@@ -295,7 +320,8 @@ def main() -> None:
     parser.add_argument("--models", default="vae,rnn", help="comma-separated: vae,rnn")
     parser.add_argument("--torch-python", metavar="PATH",
                         help="a Python with torch: also time benchmarks/"
-                        "torch_vae_reference.py, interleaved with ours")
+                        "torch_vae_reference.py and torch_rnn_reference.py, "
+                        "interleaved with ours")
     parser.add_argument("--vae-variants", default="naive,lax,ours",
                         help="comma-separated subset of naive,lax,ours")
     args = parser.parse_args()
@@ -307,7 +333,12 @@ def main() -> None:
     if any("ours_over_torch" in r for r in rows):
         print(f"ours / PyTorch (same rounds): {rows[0]['ours_over_torch']:.2f}")
     if "rnn" in models:
-        rows += bench_rnn(args.rnn_batch, args.rnn_seq_len, args.steps, args.repeats)
+        rows += bench_rnn(args.rnn_batch, args.rnn_seq_len, args.steps, args.repeats,
+                          args.torch_python)
+        for row in rows:
+            if row["model"] == "rnn" and "ours_over_torch" in row:
+                print(f"M ours / PyTorch, batch {row['batch_size']}: "
+                      f"{row['ours_over_torch']:.2f}")
     print_table(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     machine = {
