@@ -9,7 +9,7 @@ Sections (paper-sized M: z 32, LSTM 256, 5 mixtures per dimension; linear contro
               (lax.map); M's LSTM in the dream's batch-major layout and in the W·x
               layout it had before (Dream.batch_major), timed in turns, their returns
               compared bit for bit; with --torch-python, the same dream in PyTorch
-              eager (torch_dream_reference.py, a subprocess) takes a turn too
+              eager (torch_reference.py dream, a subprocess) takes a turn too
   generation  wall time of one whole generation (ask, dream, tell under one jit) at the
               quick (64 x 16) and full (256 x 16) settings (--generation-presets), at
               each preset's chunk size and at --generation-chunks
@@ -45,7 +45,7 @@ from world_models.models.mdnrnn import rnn_from_config
 from world_models.presets import PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "dream.json"
-TORCH_SCRIPT = Path(__file__).parent / "torch_dream_reference.py"
+TORCH_SCRIPT = Path(__file__).parent / "torch_reference.py"
 ROLLOUTS = 16
 LAYOUTS = (False, True)  # Dream.batch_major: before, now
 
@@ -100,16 +100,17 @@ def _one_candidate(dream: Dream, params, key, rollouts: int):
 
 
 def _torch_rate(python: str, batch: int, horizon: int) -> float:
-    """agent-steps/s of torch_dream_reference.py run by ``python`` (one call)."""
+    """agent-steps/s of torch_reference.py's dream run by ``python`` (one call)."""
     out = subprocess.run(
-        [python, str(TORCH_SCRIPT), "--batch", str(batch), "--horizon", str(horizon)],
+        [python, str(TORCH_SCRIPT), "dream", "--batch", str(batch), "--horizon",
+         str(horizon), "--steps", "1"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip().splitlines()
     if not out or not out[-1].startswith("{"):
         raise RuntimeError(f"{python} {TORCH_SCRIPT.name}: {out[-1:] or 'no output'}")
-    return json.loads(out[-1])["agent_steps_per_s"]
+    return json.loads(out[-1])["rate"]
 
 
 def bench_batches(
@@ -121,7 +122,7 @@ def bench_batches(
 ) -> list[dict]:
     """Both LSTM layouts of the same dream (``Dream.batch_major``), timed in turns at
     every batch size; their returns compared bit for bit. With ``torch_python`` the
-    same dream in PyTorch (torch_dream_reference.py) takes a turn too (unchunked
+    same dream in PyTorch (torch_reference.py dream) takes a turn too (unchunked
     rows)."""
     base, rows = _dream("full", horizon), []
     layouts = {major: dataclasses.replace(base, batch_major=major) for major in LAYOUTS}
@@ -287,7 +288,7 @@ def main() -> None:
     parser.add_argument(
         "--torch-python",
         metavar="PATH",
-        help="a Python with torch: also time benchmarks/torch_dream_reference.py",
+        help="a Python with torch: also time benchmarks/torch_reference.py dream",
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

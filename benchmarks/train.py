@@ -143,25 +143,23 @@ def _timed_steps(step, state, frames, key, count):
     return time.perf_counter() - start, (model, opt_state)
 
 
-TORCH_SCRIPT = Path(__file__).parent / "torch_vae_reference.py"
-TORCH_RNN_SCRIPT = Path(__file__).parent / "torch_rnn_reference.py"
+TORCH_SCRIPT = Path(__file__).parent / "torch_reference.py"
 TORCH_VARIANT = "PyTorch 2 threads, eager (subprocess)"
 OURS = "gather + GEMM, custom VJPs, NHWC (ours)"
 
 
-def _torch_rate(python: str, batch_size: int, steps: int, script: Path = TORCH_SCRIPT,
+def _torch_rate(python: str, workload: str, batch_size: int, steps: int,
                 extra: tuple[str, ...] = ()) -> tuple[float, float]:
-    """(rate, first-step s) of a torch reference ``script`` run by ``python``: the
-    first value of its last JSON line (images/s or sequence-steps/s)."""
+    """(rate, first-call s) of torch_reference.py's ``workload`` run by ``python``."""
     out = subprocess.run(
-        [python, str(script), "--batch", str(batch_size), "--steps", str(steps),
-         *extra],
+        [python, str(TORCH_SCRIPT), workload, "--batch", str(batch_size), "--steps",
+         str(steps), *extra],
         capture_output=True, text=True, check=True,
     ).stdout.strip().splitlines()
     if not out or not out[-1].startswith("{"):
-        raise RuntimeError(f"{python} {script.name}: {out[-1:] or 'no output'}")
+        raise RuntimeError(f"{python} {TORCH_SCRIPT.name}: {out[-1:] or 'no output'}")
     result = json.loads(out[-1])
-    return next(iter(result.values())), result["compile_s"]
+    return result["rate"], result["compile_s"]
 
 
 def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
@@ -203,7 +201,8 @@ def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
             states[name] = (step, state)
             timings[name].append(batch_size * steps / seconds)
         if torch_python:
-            rate, rows[-1]["compile_s"] = _torch_rate(torch_python, batch_size, steps)
+            rate, rows[-1]["compile_s"] = _torch_rate(torch_python, "vae", batch_size,
+                                                      steps)
             timings[TORCH_VARIANT].append(rate)
     baseline = statistics.median(timings[rows[0]["variant"]])
     for row in rows:
@@ -228,7 +227,7 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
               torch_python: str | None = None) -> list[dict]:
     """MDN-RNN training sequence-steps/s (batch x seq_len per step) at CarRacing sizes,
     one row per batch size (ratio against the first). With ``torch_python``, the same
-    work in PyTorch (torch_rnn_reference.py) takes its turn after ours at each batch
+    work in PyTorch (torch_reference.py rnn) takes its turn after ours at each batch
     size in every round, and each of our rows gets ``ours_over_torch``."""
     config = make_config("quick", "CarRacing-v3", [f"rnn.seq_len={seq_len}"])
     spec = get_spec(config.env_id)
@@ -265,8 +264,7 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
                 timings[name].append(batch_size * seq_len * steps / seconds)
             if name in torch_names:
                 torch_name = torch_names[name]
-                rate, compile_s = _torch_rate(torch_python, batch_size, steps,
-                                              TORCH_RNN_SCRIPT,
+                rate, compile_s = _torch_rate(torch_python, "rnn", batch_size, steps,
                                               ("--seq-len", str(seq_len)))
                 timings[torch_name].append(rate)
                 next(r for r in rows if r["variant"] == torch_name)["compile_s"] = (
@@ -320,8 +318,7 @@ def main() -> None:
     parser.add_argument("--models", default="vae,rnn", help="comma-separated: vae,rnn")
     parser.add_argument("--torch-python", metavar="PATH",
                         help="a Python with torch: also time benchmarks/"
-                        "torch_vae_reference.py and torch_rnn_reference.py, "
-                        "interleaved with ours")
+                        "torch_reference.py (vae, rnn), interleaved with ours")
     parser.add_argument("--vae-variants", default="naive,lax,ours",
                         help="comma-separated subset of naive,lax,ours")
     args = parser.parse_args()
