@@ -156,14 +156,16 @@ def bench_batches(
                 identical_returns=bool(np.array_equal(*returns.values())),
             )
         )
+        torch_text = ""
         if torch_rates:
             rows[-1]["torch_agent_steps_per_s"] = statistics.median(torch_rates)
             rows[-1]["ours_over_torch"] = rate[True] / statistics.median(torch_rates)
+            torch_text = f", PyTorch {statistics.median(torch_rates):.0f}"
         print(
             f"batch {batch:6d} chunk {chunk:5d}: {rate[True]:10.0f} agent-steps/s, "
             f"W·x layout {rate[False]:10.0f} ({rows[-1]['speedup']:.2f}x), same "
             f"returns: {rows[-1]['identical_returns']} (first call {first[True]:.1f} s)"
-            + (f", PyTorch {statistics.median(torch_rates):10.0f}" if torch_rates else ""),
+            + torch_text,
             flush=True,
         )
     return rows

@@ -41,9 +41,8 @@ class MDNRNN(eqx.Module):
     cell: eqx.nn.LSTMCell
     head: eqx.nn.Linear
     # The reward paid on a terminating step (CarRacing's -100 for leaving the
-    # playfield),
-    # learned apart from the per-step reward head: one rare, huge target inside the
-    # squared reward loss drags every prediction near it down.
+    # playfield), learned apart from the per-step reward head: one rare, huge target
+    # inside the squared reward loss drags every prediction near it down.
     terminal_reward: Float[Array, ""]
     z_dim: int = eqx.field(static=True)
     action_size: int = eqx.field(static=True)
@@ -97,21 +96,17 @@ class MDNRNN(eqx.Module):
     ) -> LSTMState:
         """The LSTM step alone: the state after reading (z_t, a_t), no prediction.
 
-        ``batch_major`` computes the cell's two products as x·Wᵀ instead of
-        eqx.nn.LSTMCell's W·x. Under vmap XLA's CPU backend then emits batch-major
-        GEMMs, and the gate arithmetic reads contiguous rows instead of a transposed
-        (4·hidden, batch) block: the dream (which sets it) runs 1.2-2x faster at
-        batch 256-1024 with the same returns to the bit there (docs/benchmarks.md).
-        M's training and the acting agent keep W·x, the rounding every recorded run
-        was made with (x·Wᵀ rounds differently there).
+        ``batch_major``: x·Wᵀ, not eqx.nn.LSTMCell's W·x, so that under vmap XLA's
+        CPU backend writes batch-major GEMMs: the dream's (the same returns to the
+        bit, 1.2-2.2x faster, docs/benchmarks.md). Training and the acting agent keep
+        W·x, which rounds differently there (every recorded run used it).
         """
         x = jnp.concatenate([z, action.astype(z.dtype)])
         if not batch_major:
             return self.cell(x, state)
-        cell, (h, c) = self.cell, state
-        lin = _times_transposed(x, cell.weight_ih) + _times_transposed(
-            h, cell.weight_hh
-        )
+        (h, c), cell, rows = state, self.cell, (((0,), (1,)), ((), ()))
+        lin = jax.lax.dot_general(x, cell.weight_ih, rows)
+        lin = lin + jax.lax.dot_general(h, cell.weight_hh, rows)
         i, f, g, o = jnp.split(lin + cell.bias, 4)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jax.nn.tanh(g)
         return jax.nn.sigmoid(o) * jax.nn.tanh(c), c
@@ -213,11 +208,6 @@ class MDNRNN(eqx.Module):
             step, (self.initial_state(), zs[0]), (zs, actions, steps)
         )
         return outputs
-
-
-def _times_transposed(x: Float[Array, " d"], weight: Float[Array, "n d"]) -> Array:
-    """weight @ x, contracted as x·weightᵀ (``MDNRNN.advance``'s batch-major form)."""
-    return jax.lax.dot_general(x, weight, (((0,), (1,)), ((), ())))
 
 
 def select_head(outputs: MDNOutput, member: int | Array, axis: int = 0) -> MDNOutput:
