@@ -249,30 +249,30 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
                                         jax.random.PRNGKey(1), 1)
         states[name], timings[name] = state, []
         rows.append({"variant": name, "compile_s": compile_s})
-    torch_names = {}
-    if torch_python:
-        for name, batch_size in list(variants.items()):
-            torch_names[name] = f"PyTorch nn.LSTM eager, 2 threads, batch {batch_size}"
-            timings[torch_names[name]] = []
-            rows.append({"variant": torch_names[name], "compile_s": 0.0})
-            variants[torch_names[name]] = batch_size
+    torch_names = {
+        name: f"PyTorch nn.LSTM eager, 2 threads, batch {batch_size}"
+        for name, batch_size in variants.items()
+        if torch_python
+    }
+    for torch_name in torch_names.values():
+        timings[torch_name] = []
+        rows.append({"variant": torch_name, "compile_s": 0.0})
     for _ in range(repeats):
         for name, batch_size in variants.items():
-            if name in timings and name not in torch_names.values():
-                seconds, states[name] = _timed_steps(
-                    step, states[name], batches[name], jax.random.PRNGKey(2), steps)
-                timings[name].append(batch_size * seq_len * steps / seconds)
+            seconds, states[name] = _timed_steps(step, states[name], batches[name],
+                                                 jax.random.PRNGKey(2), steps)
+            timings[name].append(batch_size * seq_len * steps / seconds)
             if name in torch_names:
-                torch_name = torch_names[name]
                 rate, compile_s = _torch_rate(torch_python, "rnn", batch_size, steps,
                                               ("--seq-len", str(seq_len)))
-                timings[torch_name].append(rate)
-                next(r for r in rows if r["variant"] == torch_name)["compile_s"] = (
-                    compile_s)
+                timings[torch_names[name]].append(rate)
+                next(r for r in rows if r["variant"] == torch_names[name])[
+                    "compile_s"] = compile_s
+    sizes = {**variants, **{torch_names[n]: variants[n] for n in torch_names}}
     baseline = statistics.median(timings[rows[0]["variant"]])
     for row in rows:
         rates = timings[row["variant"]]
-        row.update(model="rnn", unit="seq-steps/s", batch_size=variants[row["variant"]],
+        row.update(model="rnn", unit="seq-steps/s", batch_size=sizes[row["variant"]],
                    seq_len=seq_len, median=statistics.median(rates), min=min(rates),
                    max=max(rates), ratio=statistics.median(rates) / baseline)
         if row["variant"] in torch_names:
