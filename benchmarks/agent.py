@@ -32,7 +32,7 @@ import numpy as np
 
 from world_models.agent import Agent, latent_key
 from world_models.config import make_config
-from world_models.envs import get_spec, make_env, preprocess_frame, raw_frame
+from world_models.envs import get_spec, make_env, observed_frame
 from world_models.models.controller import act, make_controller
 from world_models.models.mdnrnn import action_to_input, rnn_from_config
 from world_models.models.vae import ConvVAE, frames_to_float, sample_posterior
@@ -82,7 +82,7 @@ def _env_steps(env, frames: np.ndarray) -> None:
     action = np.array([0.0, 0.3, 0.0], np.float32)
     for _ in frames:
         observation, *_ = env.step(action)
-        preprocess_frame(raw_frame(env, observation, spec), spec)
+        observed_frame(env, observation, spec)
 
 
 def _episode(agent: Agent, env, frames: np.ndarray) -> None:
@@ -90,7 +90,7 @@ def _episode(agent: Agent, env, frames: np.ndarray) -> None:
     observation, _ = env.reset(seed=0)
     agent.reset(0)
     for _ in frames:
-        frame = preprocess_frame(raw_frame(env, observation, spec), spec)
+        frame = observed_frame(env, observation, spec)
         observation, *_ = env.step(agent.act(frame, observation))
 
 

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -43,9 +42,9 @@ from world_models.envs import get_spec, step_limit
 from world_models.models.controller import controller_to_flat, make_controller
 from world_models.models.mdnrnn import rnn_from_config
 from world_models.presets import PRESETS
+from torch_reference import measure  # sibling script: benchmarks/ is on sys.path
 
 RESULTS = Path(__file__).parent / "results" / "dream.json"
-TORCH_SCRIPT = Path(__file__).parent / "torch_reference.py"
 ROLLOUTS = 16
 LAYOUTS = (False, True)  # Dream.batch_major: before, now
 
@@ -99,20 +98,6 @@ def _one_candidate(dream: Dream, params, key, rollouts: int):
     return dream.population_returns(params[None], key, rollouts)[0]
 
 
-def _torch_rate(python: str, batch: int, horizon: int) -> float:
-    """agent-steps/s of torch_reference.py's dream run by ``python`` (one call)."""
-    out = subprocess.run(
-        [python, str(TORCH_SCRIPT), "dream", "--batch", str(batch), "--horizon",
-         str(horizon), "--steps", "1"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip().splitlines()
-    if not out or not out[-1].startswith("{"):
-        raise RuntimeError(f"{python} {TORCH_SCRIPT.name}: {out[-1:] or 'no output'}")
-    return json.loads(out[-1])["rate"]
-
-
 def bench_batches(
     batches: list[int],
     chunks: list[int],
@@ -141,7 +126,10 @@ def bench_batches(
             for major, call in calls.items():
                 steady[major].append(_call_s(call))
             if torch_python and not chunk:
-                torch_rates.append(_torch_rate(torch_python, batch, horizon))
+                torch_rates.append(
+                    measure(torch_python, "dream", batch=batch, horizon=horizon,
+                            steps=1)["rate"]
+                )
         returns = {major: np.asarray(call()) for major, call in calls.items()}
         rate = {m: batch * horizon / statistics.median(t) for m, t in steady.items()}
         rows.append(

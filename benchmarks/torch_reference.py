@@ -6,9 +6,9 @@
 
 Standalone (stdlib + torch only); torch is NOT a project dependency: run it with a
 Python that has torch (benchmarks/train.py and benchmarks/dream.py --torch-python PATH
-run it as a subprocess, taking turns with ours). Paper sizes (z 32, LSTM 256, 5
-mixtures per dimension, the ConvVAE of 4,348,547 parameters). Each call does the work
-of ours:
+run it through ``measure``, a subprocess taking turns with ours). Paper sizes (z 32,
+LSTM 256, 5 mixtures per dimension, the ConvVAE of 4,348,547 parameters). Each call
+does the work of ours:
 
   vae    one Adam step (1e-4) of the ConvVAE: reconstruction + KL with free bits
   rnn    one Adam step (1e-3) of M on windows: z drawn from the posterior, nn.LSTM over
@@ -29,8 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 Z, ACTIONS, HIDDEN, MIXTURES = 32, 3, 256, 5
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -141,6 +143,24 @@ def dream_call(torch, nn, args):
             alive &= torch.sigmoid(raw[:, -1]) <= 0.5
 
     return dream, batch * args.horizon
+
+
+def measure(python: str, workload: str, **options) -> dict:
+    """One run of this script's ``workload`` by ``python`` (a subprocess, so the
+    caller needs no torch): its last JSON line. ``options`` become flags
+    (seq_len=100 -> --seq-len 100)."""
+    flags = [
+        part
+        for name, value in options.items()
+        for part in (f"--{name.replace('_', '-')}", str(value))
+    ]
+    out = subprocess.run(
+        [python, str(Path(__file__)), workload, *flags],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()
+    if not out or not out[-1].startswith("{"):
+        raise RuntimeError(f"{python} {Path(__file__).name}: {out[-1:] or 'no output'}")
+    return json.loads(out[-1])
 
 
 WORKLOADS = {

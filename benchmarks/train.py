@@ -13,7 +13,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +44,7 @@ from world_models.models.vae import (
 )
 from world_models.training.rnn_loss import make_optimizer as make_rnn_optimizer
 from world_models.training.rnn_loss import make_train_step as make_rnn_train_step
+from torch_reference import measure  # sibling script: benchmarks/ is on sys.path
 
 RESULTS = Path(__file__).parent / "results" / "train.json"
 
@@ -143,22 +143,14 @@ def _timed_steps(step, state, frames, key, count):
     return time.perf_counter() - start, (model, opt_state)
 
 
-TORCH_SCRIPT = Path(__file__).parent / "torch_reference.py"
 TORCH_VARIANT = "PyTorch 2 threads, eager (subprocess)"
 OURS = "gather + GEMM, custom VJPs, NHWC (ours)"
 
 
 def _torch_rate(python: str, workload: str, batch_size: int, steps: int,
-                extra: tuple[str, ...] = ()) -> tuple[float, float]:
+                **options) -> tuple[float, float]:
     """(rate, first-call s) of torch_reference.py's ``workload`` run by ``python``."""
-    out = subprocess.run(
-        [python, str(TORCH_SCRIPT), workload, "--batch", str(batch_size), "--steps",
-         str(steps), *extra],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip().splitlines()
-    if not out or not out[-1].startswith("{"):
-        raise RuntimeError(f"{python} {TORCH_SCRIPT.name}: {out[-1:] or 'no output'}")
-    result = json.loads(out[-1])
+    result = measure(python, workload, batch=batch_size, steps=steps, **options)
     return result["rate"], result["compile_s"]
 
 
@@ -264,7 +256,7 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
             timings[name].append(batch_size * seq_len * steps / seconds)
             if name in torch_names:
                 rate, compile_s = _torch_rate(torch_python, "rnn", batch_size, steps,
-                                              ("--seq-len", str(seq_len)))
+                                              seq_len=seq_len)
                 timings[torch_names[name]].append(rate)
                 next(r for r in rows if r["variant"] == torch_names[name])[
                     "compile_s"] = compile_s
