@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from tiny_run import ROOT, smoke_pipeline_command
 
 from world_models.config import ConfigError, make_config
 from world_models.dream.search import load_search
@@ -21,13 +22,7 @@ from world_models.pipeline.markers import STAGES, marker_path
 from world_models.pipeline.run import run_pipeline
 from world_models.training.rnn import load_rnn
 
-ROOT = Path(__file__).resolve().parents[1]
 SMOKE_BASELINE = ROOT / "tests" / "data" / "smoke_baseline.json"
-
-
-def _pipeline_command(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "run_pipeline.py"), "--preset", "smoke",
-            "--run", str(run_dir), "--no-progress", *extra]
 
 
 def _artifacts(run_dir: Path) -> dict[str, object]:
@@ -84,7 +79,7 @@ def _flat(tree: object, prefix: str = "") -> dict[str, object]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    subprocess.run(_pipeline_command(run_dir), check=True, cwd=ROOT, timeout=600)
+    subprocess.run(smoke_pipeline_command(run_dir), check=True, cwd=ROOT, timeout=600)
     return run_dir
 
 
@@ -114,7 +109,7 @@ def test_smoke_run_matches_the_recorded_baseline(smoke_run):
 def test_same_command_again_redoes_nothing(smoke_run):
     before = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()
               and "pipeline" not in p.parts and p.name != "report.md"}
-    subprocess.run(_pipeline_command(smoke_run), check=True, cwd=ROOT, timeout=600)
+    subprocess.run(smoke_pipeline_command(smoke_run), check=True, cwd=ROOT, timeout=600)
     after = {p: p.stat().st_mtime_ns for p in before}
     assert before == after
 
@@ -126,7 +121,7 @@ def test_other_config_on_existing_run_refused(smoke_run):
 
 def test_killed_mid_stage_then_rerun_matches_uninterrupted(smoke_run, tmp_path):
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen(_pipeline_command(run_dir), cwd=ROOT,
+    process = subprocess.Popen(smoke_pipeline_command(run_dir), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     target = run_dir / "rnn" / "ckpt"  # killed once M has a first checkpoint
@@ -139,59 +134,13 @@ def test_killed_mid_stage_then_rerun_matches_uninterrupted(smoke_run, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not marker_path(run_dir, 0, "rnn").exists()
-    subprocess.run(_pipeline_command(run_dir), check=True, cwd=ROOT, timeout=600)
+    subprocess.run(smoke_pipeline_command(run_dir), check=True, cwd=ROOT, timeout=600)
     assert _artifacts(run_dir) == _artifacts(smoke_run)
-
-
-def test_two_rounds(tmp_path):
-    run_dir = tmp_path / "two"
-    subprocess.run(_pipeline_command(run_dir, "--rounds", "2"), check=True, cwd=ROOT,
-                   timeout=900)
-    for stage in ("collect", "encode", "rnn", "dream", "test"):
-        assert marker_path(run_dir, 1, stage).exists(), stage
-    assert list((run_dir / "data" / "round1" / "on_policy").glob("*.npz"))
-    report = (run_dir / "report.md").read_text()
-    assert "| 1 | on_policy |" in report
-    assert (run_dir / "eval" / "round1_agent.json").exists()
-    # Round 1 retrained M, so the controller kept in round 0 was scored again under it.
-    rows = [json.loads(line) for line in (run_dir / "dream" / "metrics.jsonl").open()]
-    assert any("best_rescored" in row for row in rows)
-
-
-def test_a_round_that_trains_a_fresh_m(tmp_path):
-    run_dir = tmp_path / "fresh_m"
-    subprocess.run(_pipeline_command(
-        run_dir, "--rounds", "2", "--set", "pipeline.retrain_rnn=true",
-        "--set", "pipeline.warm_start_es=false"), check=True, cwd=ROOT, timeout=900)
-    steps = make_config("smoke").rnn.steps
-    assert marker_path(run_dir, 1, "rnn_reset").exists()
-    old, new = (read_metrics(run_dir / folder / "metrics.jsonl")
-                for folder in ("rnn_round0", "rnn"))
-    assert old[-1]["step"] == new[-1]["step"] == steps  # trained afresh, not continued
-    assert new[0]["step"] == 1 and not np.isclose(old[0]["train_loss"],
-                                                  new[0]["train_loss"])
-    # a new search, started from round 0's kept controller re-scored under the new M
-    rows = read_metrics(run_dir / "dream" / "metrics.jsonl")
-    assert rows[0].get("best_rescored") is not None
-    assert (run_dir / "dream_round0").is_dir()
-
-
-def test_a_round_with_a_frozen_lstm_keeps_round_0s_lstm(tmp_path):
-    run_dir = tmp_path / "frozen"
-    subprocess.run(_pipeline_command(
-        run_dir, "--rounds", "2", "--set", "pipeline.freeze_lstm=true"),
-        check=True, cwd=ROOT, timeout=900)
-    steps = make_config("smoke").rnn.steps
-    round0, round1 = (load_rnn(run_dir, step) for step in (steps, 2 * steps))
-    for a, b in zip(jax.tree.leaves(round0.cell), jax.tree.leaves(round1.cell),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(round0.head.weight, round1.head.weight)
 
 
 def test_m_candidates_the_chosen_m_and_search_become_the_runs(smoke_run, tmp_path):
     run_dir = tmp_path / "candidates"
-    subprocess.run(_pipeline_command(
+    subprocess.run(smoke_pipeline_command(
         run_dir, "--set", "pipeline.rnn_candidates=2", "--set", "dream.finalists=1",
         "--set", "dream.final_check_episodes=1"), check=True, cwd=ROOT, timeout=900)
     record = json.loads((run_dir / "candidates.json").read_text())

@@ -1,5 +1,6 @@
 """A smoke-sized run directory with real V and M checkpoints (integration tests)."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ from world_models.data.episodes import save_latents
 from world_models.run_directory import init_run
 from world_models.training.rnn import train_rnn
 from world_models.training.vae import checkpointer, initial_state
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_OVERRIDES = (
     "dream.population=6",
@@ -53,3 +56,9 @@ def make_tiny_run(run_dir: Path, episodes: int = 4, steps: int = 12) -> Path:
         )
     train_rnn(run_dir, progress=False)
     return run_dir
+
+
+def smoke_pipeline_command(run_dir: Path, *extra: str) -> list[str]:
+    """``run_pipeline.py --preset smoke`` on run_dir, as a user types it."""
+    return [sys.executable, str(ROOT / "run_pipeline.py"), "--preset", "smoke",
+            "--run", str(run_dir), "--no-progress", *extra]
