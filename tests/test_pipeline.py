@@ -1,5 +1,5 @@
-"""End to end: the smoke pipeline, its rounds, and a kill mid-stage followed by a
-re-run."""
+"""End to end: the smoke pipeline, its M candidates, and a kill mid-stage followed by
+a re-run (its rounds: test_rounds.py)."""
 
 import json
 import os
