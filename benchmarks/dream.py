@@ -146,9 +146,10 @@ def bench_batches(
         )
         torch_text = ""
         if torch_rates:
-            rows[-1]["torch_agent_steps_per_s"] = statistics.median(torch_rates)
-            rows[-1]["ours_over_torch"] = rate[True] / statistics.median(torch_rates)
-            torch_text = f", PyTorch {statistics.median(torch_rates):.0f}"
+            torch_rate = statistics.median(torch_rates)
+            rows[-1]["torch_agent_steps_per_s"] = torch_rate
+            rows[-1]["ours_over_torch"] = rate[True] / torch_rate
+            torch_text = f", PyTorch {torch_rate:.0f}"
         print(
             f"batch {batch:6d} chunk {chunk:5d}: {rate[True]:10.0f} agent-steps/s, "
             f"W·x layout {rate[False]:10.0f} ({rows[-1]['speedup']:.2f}x), same "

@@ -234,43 +234,45 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
         model, opt_state, metrics = rnn_step(model, opt_state, batch, key)
         return model, opt_state, metrics["loss"]
 
-    states, timings, rows = {}, {}, []
+    states, timings, rows = {}, {}, {}
     for name in variants:
         state = (rnn, optimiser.init(eqx.filter(rnn, eqx.is_array)))
         compile_s, state = _timed_steps(step, state, batches[name],
                                         jax.random.PRNGKey(1), 1)
         states[name], timings[name] = state, []
-        rows.append({"variant": name, "compile_s": compile_s})
-    torch_names = {
-        name: f"PyTorch nn.LSTM eager, 2 threads, batch {batch_size}"
+        rows[name] = {"variant": name, "compile_s": compile_s}
+    # PyTorch's row and rates for each of our variants (its batch size)
+    torch_rows = {
+        name: {"variant": f"PyTorch nn.LSTM eager, 2 threads, batch {batch_size}",
+               "compile_s": 0.0}
         for name, batch_size in variants.items()
-        if torch_python
-    }
-    for torch_name in torch_names.values():
-        timings[torch_name] = []
-        rows.append({"variant": torch_name, "compile_s": 0.0})
+    } if torch_python else {}
+    torch_timings = {name: [] for name in torch_rows}
     for _ in range(repeats):
         for name, batch_size in variants.items():
             seconds, states[name] = _timed_steps(step, states[name], batches[name],
                                                  jax.random.PRNGKey(2), steps)
             timings[name].append(batch_size * seq_len * steps / seconds)
-            if name in torch_names:
-                rate, compile_s = _torch_rate(torch_python, "rnn", batch_size, steps,
-                                              seq_len=seq_len)
-                timings[torch_names[name]].append(rate)
-                next(r for r in rows if r["variant"] == torch_names[name])[
-                    "compile_s"] = compile_s
-    sizes = {**variants, **{torch_names[n]: variants[n] for n in torch_names}}
-    baseline = statistics.median(timings[rows[0]["variant"]])
-    for row in rows:
-        rates = timings[row["variant"]]
-        row.update(model="rnn", unit="seq-steps/s", batch_size=sizes[row["variant"]],
+            if torch_python:
+                rate, torch_rows[name]["compile_s"] = _torch_rate(
+                    torch_python, "rnn", batch_size, steps, seq_len=seq_len)
+                torch_timings[name].append(rate)
+    baseline = statistics.median(timings[next(iter(variants))])
+
+    def summarise(row: dict, name: str, rates: list[float]) -> dict:
+        row.update(model="rnn", unit="seq-steps/s", batch_size=variants[name],
                    seq_len=seq_len, median=statistics.median(rates), min=min(rates),
                    max=max(rates), ratio=statistics.median(rates) / baseline)
-        if row["variant"] in torch_names:
+        return row
+
+    for name, row in rows.items():
+        summarise(row, name, timings[name])
+        if torch_python:
             row["ours_over_torch"] = row["median"] / statistics.median(
-                timings[torch_names[row["variant"]]])
-    return rows
+                torch_timings[name])
+    return [*rows.values(),
+            *(summarise(row, name, torch_timings[name])
+              for name, row in torch_rows.items())]
 
 
 def _rnn_batch(batch_size: int, seq_len: int, z_dim: int, action_size: int) -> dict:
