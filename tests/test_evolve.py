@@ -6,13 +6,13 @@ from handmade_rnn import steering_reward_rnn
 
 from world_models.checkpoint import Checkpointer
 from world_models.config import make_config
-from world_models.dream.evolve import run_generations
+from world_models.dream.evolve import rollout_fitness, run_generations
+from world_models.dream.rollout import make_dream
 from world_models.dream.search import (
     initial_search,
     make_strategy,
     search_checkpoint_config,
 )
-from world_models.dream.rollout import make_dream
 from world_models.envs import get_spec
 from world_models.models.controller import (
     act,
@@ -124,3 +124,26 @@ def test_sigma0_reaches_the_strategy():
     config, _, es, es_params, search = _toy_search(sigma0=0.25)
     assert float(search["es_state"].std) == pytest.approx(0.25)
     assert es.population_size == config.dream.population
+
+
+def test_fitness_is_the_mean_of_the_worst_rollouts():
+    returns = jax.random.normal(jax.random.key(0), (5, 16)) * 100
+    worst_half = np.sort(np.asarray(returns), axis=1)[:, :8].mean(axis=1)
+    np.testing.assert_allclose(rollout_fitness(returns, 0.5), worst_half, rtol=1e-6)
+    np.testing.assert_array_equal(rollout_fitness(returns, 1.0), returns.mean(axis=1))
+    lowest = np.asarray(returns).min(axis=1)
+    np.testing.assert_array_equal(rollout_fitness(returns, 0.01), lowest)
+    with pytest.raises(ValueError, match="worst_fraction"):
+        make_config("smoke", overrides=["dream.worst_fraction=0"])
+
+
+def test_a_pessimistic_fitness_changes_the_search():
+    config, dream, es, es_params, search = _toy_search(population=8, horizon=3)
+    means = [
+        run_generations(
+            dream, es, es_params, search["es_state"], jax.random.key(0),
+            jnp.asarray(0), 2, 4, 0, fraction,
+        )[0].mean
+        for fraction in (1.0, 0.5)
+    ]
+    assert not np.array_equal(means[0], means[1])

@@ -152,6 +152,8 @@ class DreamConfig:
     mlp_hidden: int = 32
     population: int = 64
     rollouts: int = 16
+    # A candidate's fitness is the mean of its worst fraction of rollouts (1.0: all)
+    worst_fraction: float = 1.0
     sigma0: float = 0.1
     generations: int = 200
     # Measured on CarRacing (docs/transfer.md): at 1.0 the dream brings the road back
@@ -181,6 +183,9 @@ class DreamConfig:
         require(self.mlp_hidden > 0, "dream.mlp_hidden must be > 0")
         require(self.population >= 4, "dream.population must be >= 4")
         require(self.rollouts > 0, "dream.rollouts must be > 0")
+        require(
+            0 < self.worst_fraction <= 1, "dream.worst_fraction must be in (0, 1]"
+        )
         require(self.sigma0 > 0, "dream.sigma0 must be > 0")
         require(self.generations >= 0, "dream.generations must be >= 0")
         require(self.temperature > 0, "dream.temperature must be > 0")

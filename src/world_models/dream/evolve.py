@@ -24,7 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from evosax.algorithms import CMA_ES
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm import tqdm
 
 from world_models.config import Config
@@ -63,6 +63,7 @@ def run_generations(
     count: int,
     rollouts: int,
     chunk_size: int,
+    worst_fraction: float = 1.0,
 ) -> tuple[Any, dict[str, Array]]:
     """``count`` generations from ``first_generation``; metrics stacked per one."""
 
@@ -75,7 +76,7 @@ def run_generations(
         returns, lengths = dream.population_returns(
             population, dream_key, rollouts, chunk_size
         )
-        fitness = whole_on_every_device(returns.mean(axis=1))
+        fitness = whole_on_every_device(rollout_fitness(returns, worst_fraction))
         state, _ = es.tell(
             tell_key, population, -fitness, state, es_params
         )  # minimises
@@ -89,6 +90,18 @@ def run_generations(
 
     indices = first_generation + jnp.arange(count)
     return jax.lax.scan(generation, es_state, indices)
+
+
+def rollout_fitness(
+    returns: Float[Array, "population rollouts"], worst_fraction: float
+) -> Float[Array, " population"]:
+    """Each candidate's fitness: the mean of its worst ``worst_fraction`` of rollouts
+    (1.0: the plain mean). Below 1, a controller is paid for the dreams where M's
+    draws go against it, not for the lucky ones an exploit lives on."""
+    keep = max(1, round(worst_fraction * returns.shape[1]))
+    if keep == returns.shape[1]:
+        return returns.mean(axis=1)
+    return jnp.sort(returns, axis=1)[:, :keep].mean(axis=1)
 
 
 @arguments_on_every_device
@@ -187,6 +200,7 @@ def evolve(
                 count,
                 settings.rollouts,
                 settings.chunk_size,
+                settings.worst_fraction,
             )
             metrics = jax.device_get(metrics)
             for offset in range(count):
