@@ -124,7 +124,10 @@ def test_heuristic_policies_only_where_the_env_has_them():
     lunar = make_config("quick", "LunarLander-v3")
     assert lunar.collect.policies == ("brownian", "lander")
     assert lunar.pipeline.heuristic_policies_later_rounds == ("lander",)
-    assert make_config("quick", "ALE/Pong-v5").collect.policies == ("brownian",)
+    pong = make_config("quick", "ALE/Pong-v5")
+    assert pong.collect.policies == ("brownian", "pong_tracker")
+    breakout = make_config("quick", "ALE/Breakout-v5")
+    assert breakout.pipeline.heuristic_policies_later_rounds == ("breakout_tracker",)
     assert make_config("smoke", "LunarLander-v3").collect.policies == ("brownian",)
 
 

@@ -13,7 +13,7 @@ def _every_seed_by_purpose(config) -> dict[str, list[range]]:
     collection = [
         seeds.collection_seeds(config, k, policy)
         for k in range(config.pipeline.rounds)
-        for policy in seeds.COLLECTION_SLOTS
+        for policy in seeds.collection_policies(config)
     ]
     selection = [
         seeds.selection_seeds(config, k, check)
@@ -80,7 +80,16 @@ def test_real_env_learners_train_on_bands_of_their_own(preset):
 
 
 def test_every_collection_slot_fits_in_a_round():
-    assert len(seeds.COLLECTION_SLOTS) * seeds.POLICY_STRIDE <= seeds.ROUND_STRIDE
+    slots = max(seeds.COLLECTION_SLOTS.values()) + 1
+    assert slots * seeds.POLICY_STRIDE <= seeds.ROUND_STRIDE
+
+
+@pytest.mark.parametrize("env_id", sorted(ENVS))
+def test_drivers_that_share_a_slot_never_meet_in_one_env(env_id):
+    policies = seeds.collection_policies(make_config("quick", env_id))
+    slots = [seeds.collection_slot(name) for name in policies]
+    assert len(slots) == len(set(slots))
+    assert set(ENVS[env_id].heuristic_policies) <= set(policies)
 
 
 def test_a_policy_plays_its_own_tracks_alone_or_in_a_round(tmp_path):

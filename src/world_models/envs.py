@@ -65,8 +65,12 @@ ENVS: dict[str, EnvSpec] = {
                 action_squash="car", brownian_drift=(0.0, 1.0, -1.0)),
         EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True,
                 heuristic_policies=("lander",)),
-        EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0),
-        EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None),
+        # Atari crops keep the playfield: Pong between its walls, Breakout from below
+        # its top wall to the paddle (the scores are in the rewards already)
+        EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0, crop_rows=(34, 194),
+                heuristic_policies=("pong_tracker",)),
+        EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None, crop_rows=(32, 196),
+                heuristic_policies=("breakout_tracker",)),
     )
 }
 

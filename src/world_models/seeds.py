@@ -41,7 +41,7 @@ COLLECTION_BASE = 2 * BAND
 REAL_LEARNER_BASES = {"ppo_frames": 3 * BAND, "dqn_real": 4 * BAND}
 LEARNER_RUN_STRIDE = 1_000_000  # episodes one training run may start
 LEARNER_RUNS = BAND // LEARNER_RUN_STRIDE  # training seeds 0 .. LEARNER_RUNS - 1
-COLLECTION_SLOTS = (
+SHARED_POLICIES = (  # policies that may play in any env: a slot each
     "brownian",
     "recovery",
     "aggressive",
@@ -50,8 +50,13 @@ COLLECTION_SLOTS = (
     "reckless",
     "understeer",
     "overspeed",
-    "lander",
 )
+# Drivers written for one env each never play in the same run, so they share the
+# next slot (the one LunarLander's lander had before the Atari drivers came)
+ONE_ENV_DRIVERS = ("lander", "pong_tracker", "breakout_tracker")
+COLLECTION_SLOTS: dict[str, int] = {
+    name: slot for slot, name in enumerate(SHARED_POLICIES)
+} | dict.fromkeys(ONE_ENV_DRIVERS, len(SHARED_POLICIES))
 UNCOLLECTED_POLICIES = ("q_agent", "ppo_frames")
 MAX_ROUNDS = BAND // ROUND_STRIDE
 BLOCKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
@@ -81,7 +86,15 @@ def collection_slot(policy_name: str) -> int:
             f"policy {policy_name!r} has no collection seed slot; known: "
             f"{', '.join(COLLECTION_SLOTS)} (add it to seeds.COLLECTION_SLOTS)"
         )
-    return COLLECTION_SLOTS.index(policy_name)
+    return COLLECTION_SLOTS[policy_name]
+
+
+def collection_policies(config: Any) -> tuple[str, ...]:
+    """Every policy with a collection slot that can play in the run's env."""
+    from world_models.envs import get_spec
+
+    own = get_spec(config.env_id).heuristic_policies
+    return SHARED_POLICIES + tuple(name for name in ONE_ENV_DRIVERS if name in own)
 
 
 def collection_episodes(config: Any, policy_name: str) -> int:
@@ -189,7 +202,7 @@ def seed_plan(config: Any) -> dict[str, Any]:
 
     collection = {}
     for round_index in range(config.pipeline.rounds):
-        for policy in COLLECTION_SLOTS:
+        for policy in collection_policies(config):
             collection[f"round{round_index}/{policy}"] = span(
                 collection_seeds(config, round_index, policy)
             )

@@ -42,6 +42,8 @@ _POLICY_MODULES = {
     "on_policy": "world_models.agent",
     **dict.fromkeys(DRIVER_NAMES, "world_models.data.drivers"),
     "lander": "world_models.data.lander",
+    "pong_tracker": "world_models.data.atari",
+    "breakout_tracker": "world_models.data.atari",
     "ppo_frames": "world_models.rl.ppo_frames",
     "q_agent": "world_models.rl.q_agent",
 }

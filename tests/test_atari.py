@@ -1,0 +1,75 @@
+"""Atari worlds: crops that keep the playfield, drivers that play, real episode ends."""
+
+import numpy as np
+import pytest
+
+from world_models.data.atari import landing_column
+from world_models.data.play import play_episode
+from world_models.data.policies import make_policy
+from world_models.envs import FRAME_SIZE, get_spec, make_env, preprocess_frame
+
+ATARI = {"ALE/Pong-v5": "pong_tracker", "ALE/Breakout-v5": "breakout_tracker"}
+
+
+@pytest.mark.parametrize("env_id", sorted(ATARI))
+def test_a_marked_pixel_lands_where_the_crop_and_resize_put_it(env_id):
+    spec = get_spec(env_id)
+    top, bottom = spec.crop_rows
+    frame = np.zeros((210, 160, 3), np.uint8)
+    row, col = top + 100, 60
+    frame[row:row + 4, col:col + 4] = 255  # a 4x4 block, about 1.5 frame pixels
+    small = preprocess_frame(frame, spec).sum(axis=-1)
+    found = np.unravel_index(small.argmax(), small.shape)
+    scale = (FRAME_SIZE / (bottom - top), FRAME_SIZE / 160)
+    expected = ((row + 2 - top) * scale[0], (col + 2) * scale[1])
+    assert abs(found[0] - expected[0]) <= 1 and abs(found[1] - expected[1]) <= 1
+    outside = np.zeros_like(frame)
+    outside[:top] = 255  # the score rows
+    outside[bottom:] = 255
+    assert preprocess_frame(outside, spec).max() == 0
+
+
+def test_pongs_ball_survives_the_resize():
+    spec = get_spec("ALE/Pong-v5")
+    env = make_env("ALE/Pong-v5")
+    observation, _ = env.reset(seed=0)
+    for _ in range(60):  # until the served ball is in the field
+        observation, *_ = env.step(0)
+    env.close()
+    top, bottom = spec.crop_rows
+    rows, cols = np.nonzero((observation[top:bottom] == (236, 236, 236)).all(-1))
+    assert rows.size > 0, "no ball in the field after 60 steps"
+    small = preprocess_frame(observation, spec).astype(int)
+    at = (int(rows.mean() * FRAME_SIZE / (bottom - top)), int(cols.mean() * 0.4))
+    around = small[max(at[0] - 1, 0):at[0] + 2, max(at[1] - 1, 0):at[1] + 2]
+    background = np.array([144, 72, 17])
+    assert np.abs(around - background).sum(-1).max() > 60  # a visibly lighter pixel
+
+
+@pytest.mark.parametrize("env_id", sorted(ATARI))
+def test_the_drivers_outplay_sticky_random(env_id):
+    def total(policy):
+        return sum(
+            play_episode(env_id, policy, seed=seed, max_steps=600)["rewards"].sum()
+            for seed in (0, 1)
+        )
+
+    driver = make_policy(ATARI[env_id], env_id, epsilon=0.0)
+    assert total(driver) > total(make_policy("brownian", env_id)) + 4
+    with pytest.raises(ValueError, match="does not play"):
+        make_policy(ATARI[env_id], "CarRacing-v3")
+
+
+def test_the_breakout_driver_reads_bounces_off_the_walls():
+    assert landing_column((100, 50), (110, 60)) == pytest.approx(139)  # no wall
+    assert landing_column((100, 140), (110, 150)) == pytest.approx(2 * 152 - 229)
+    assert landing_column((110, 60), (100, 70)) == 70  # rising: follow it
+
+
+@pytest.mark.parametrize("env_id", sorted(ATARI))
+def test_a_lost_game_ends_as_termination_not_truncation(env_id):
+    episode = play_episode(env_id, "brownian", seed=3, max_steps=5000)
+    steps = len(episode["rewards"])
+    assert steps < 5000
+    assert episode["terminated"].tolist() == [False] * (steps - 1) + [True]
+    assert not episode["truncated"].any()
