@@ -127,6 +127,10 @@ def test_heuristic_policies_only_where_the_env_has_them():
     pong = make_config("quick", "ALE/Pong-v5")
     assert pong.collect.policies == ("brownian", "pong_tracker")
     breakout = make_config("quick", "ALE/Breakout-v5")
+    assert breakout.collect.max_steps == breakout.eval.max_steps == 2000
+    assert make_config("full", "ALE/Breakout-v5").eval.max_steps == 0  # 27,000
+    assert make_config("smoke", "ALE/Pong-v5").collect.max_steps == 40
+    assert make_config("quick").eval.max_steps == 0  # CarRacing: its own 1000
     assert breakout.pipeline.heuristic_policies_later_rounds == ("breakout_tracker",)
     assert make_config("smoke", "LunarLander-v3").collect.policies == ("brownian",)
 

@@ -94,6 +94,10 @@ def make_config(
     sections["pipeline"]["heuristic_policies_later_rounds"] = drivers(
         PipelineConfig.heuristic_policies_later_rounds
     )
+    if spec.preset_max_steps and preset != "full":  # full keeps the env's protocol
+        for name, default in (("collect", CollectConfig), ("eval", EvalConfig)):
+            if not sections[name].get("max_steps", default.max_steps):
+                sections[name]["max_steps"] = spec.preset_max_steps
     config = Config(
         env_id=env_id,
         preset=preset,

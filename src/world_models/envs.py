@@ -31,6 +31,9 @@ class EnvSpec:
     # (steer, gas, brake): steer in [-1, 1], gas and brake in [0, 1].
     action_squash: str = "tanh"
     brownian_drift: tuple[float, ...] | None = None  # per unit time; None: no drift
+    # Episode cap of the 2-core and GPU presets where the env's own limit is far
+    # longer than they can play (Atari: 27,000); episodes cut there are truncated
+    preset_max_steps: int = 0
 
     def __post_init__(self):
         problems = []
@@ -68,9 +71,9 @@ ENVS: dict[str, EnvSpec] = {
         # Atari crops keep the playfield: Pong between its walls, Breakout from below
         # its top wall to the paddle (the scores are in the rewards already)
         EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0, crop_rows=(34, 194),
-                heuristic_policies=("pong_tracker",)),
+                heuristic_policies=("pong_tracker",), preset_max_steps=2000),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None, crop_rows=(32, 196),
-                heuristic_policies=("breakout_tracker",)),
+                heuristic_policies=("breakout_tracker",), preset_max_steps=2000),
     )
 }
 

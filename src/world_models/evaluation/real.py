@@ -49,6 +49,8 @@ def summarize_returns(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         std=float(returns.std()),
         min=float(returns.min()),
         max=float(returns.max()),
+        # episodes the step limit ended, not the game: their returns are partial
+        truncated=sum(not episode["terminated"] for episode in episodes),
     )
 
 
