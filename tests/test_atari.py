@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from world_models.data.atari import landing_column
+from world_models.data.collection import collect
+from world_models.data.episodes import list_episodes, load_episode
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
 from world_models.envs import FRAME_SIZE, get_spec, make_env, preprocess_frame
@@ -73,3 +75,14 @@ def test_a_lost_game_ends_as_termination_not_truncation(env_id):
     assert steps < 5000
     assert episode["terminated"].tolist() == [False] * (steps - 1) + [True]
     assert not episode["truncated"].any()
+
+
+@pytest.mark.parametrize("env_id", sorted(ATARI))
+def test_worker_processes_collect_with_the_driver(tmp_path, env_id):
+    manifest = collect(tmp_path, env_id, ATARI[env_id], episodes=2, seed=5,
+                       workers=2, max_steps=40, progress=False)
+    assert manifest["total_episodes"] == 2
+    alone = play_episode(env_id, ATARI[env_id], seed=5, max_steps=40)
+    first = load_episode(list_episodes(tmp_path)[0])
+    np.testing.assert_array_equal(first["actions"], alone["actions"])
+    np.testing.assert_array_equal(first["obs"], alone["obs"])
