@@ -160,6 +160,7 @@ def test_pool_evaluation_reproduces_seeds_and_writes_a_report(tmp_path):
     assert saved["mean"] == pytest.approx(np.mean(returns))
     assert saved["std"] == pytest.approx(np.std(returns))
     assert saved["min"] == min(returns) and saved["max"] == max(returns)
+    assert saved["truncated"] == 2  # both cut by max_steps, neither ended by the env
     in_process = [
         play_episode("CarRacing-v3", "brownian", s, STEPS)["rewards"].sum()
         for s in (7, 8)
