@@ -4,21 +4,22 @@ Both read the raw 210x160 RGB observation: the ball and the player's paddle have
 colours of their own within the playfield (Pong's ball is the walls' white, Pong's
 paddle green; Breakout's ball and paddle share the bricks' red, so the ball is looked
 for only between the lowest bricks and the paddle). The paddle moves toward the ball
-when it is more than a dead band away. With probability ``epsilon`` a step takes a
-uniform random action instead, so the data holds misses and the frames after them.
+when it is more than a dead band away; with probability ``epsilon`` a step is random
+(``EpsilonDriver``), so the data holds misses and the frames after them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from world_models.data.policies import Policy, register_policy
+from world_models.data.policies import EpsilonDriver, Policy, register_policy
 from world_models.envs import get_spec
 
 DEAD_BAND = 3  # pixels of the raw frame within which the paddle holds still
 
-# Pong: rows of the playfield (between the walls); the player's paddle's columns
-PONG_FIELD = (34, 194)
+# Pong: rows of the playfield (between the walls: the env's crop); the player's
+# paddle's columns
+PONG_FIELD = get_spec("ALE/Pong-v5").crop_rows
 PONG_PADDLE_COLUMNS = (140, 144)
 PONG_BALL = (236, 236, 236)
 PONG_PADDLE = (92, 186, 92)
@@ -54,30 +55,7 @@ def toward(position: float, target: float, less: int, more: int, hold: int) -> i
     return hold
 
 
-class BallFollower:
-    """Shared by both drivers: seeded ε-random steps around ``follow``."""
-
-    num_actions: int
-
-    def __init__(self, epsilon: float):
-        if not 0 <= epsilon <= 1:
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-        self.epsilon = epsilon
-        self.reset(0)
-
-    def reset(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> int:
-        if self.epsilon and self.rng.random() < self.epsilon:
-            return int(self.rng.integers(self.num_actions))
-        return self.follow(np.asarray(raw_obs))
-
-    def follow(self, observation: np.ndarray) -> int:
-        raise NotImplementedError
-
-
-class PongDriver(BallFollower):
+class PongDriver(EpsilonDriver):
     num_actions = 6
 
     def follow(self, observation: np.ndarray) -> int:
@@ -92,7 +70,7 @@ class PongDriver(BallFollower):
         return toward(paddle, target, PONG_UP, PONG_DOWN, PONG_NOOP)
 
 
-class BreakoutDriver(BallFollower):
+class BreakoutDriver(EpsilonDriver):
     """Moves the paddle to where the falling ball will meet the paddle's row: the
     ball's last two sightings give its velocity, the side walls reflect it."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from world_models.data.policies import Policy, register_policy
+from world_models.data.policies import EpsilonDriver, Policy, register_policy
 from world_models.envs import get_spec
 
 NOOP, LEFT_ENGINE, MAIN_ENGINE, RIGHT_ENGINE = range(4)
@@ -20,20 +20,11 @@ MAX_LEAN = 0.4  # radians: more tips the lander over
 DEAD_BAND = 0.05  # commands smaller than this fire nothing
 
 
-class LanderDriver:
-    def __init__(self, epsilon: float):
-        if not 0 <= epsilon <= 1:
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-        self.epsilon = epsilon
-        self.reset(0)
+class LanderDriver(EpsilonDriver):
+    num_actions = 4
 
-    def reset(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> int:
-        if self.epsilon and self.rng.random() < self.epsilon:
-            return int(self.rng.integers(4))
-        x, y, vx, vy, angle, spin, left_leg, right_leg = (float(v) for v in raw_obs)
+    def follow(self, observation: np.ndarray) -> int:
+        x, y, vx, vy, angle, spin, left_leg, right_leg = (float(v) for v in observation)
         lean = np.clip(0.5 * x + vx, -MAX_LEAN, MAX_LEAN)
         turn = 0.5 * (lean - angle) - spin
         lift = 0.5 * (0.55 * abs(x) - y) - 0.5 * vy

@@ -126,6 +126,31 @@ class StickyRandomPolicy:
         return self.action
 
 
+class EpsilonDriver:
+    """A hand-written driver for a discrete env: ``follow`` reads the raw observation;
+    with probability ``epsilon`` a step is a uniform random action instead, so the
+    data holds the driver's mistakes and what comes after them."""
+
+    num_actions: int
+
+    def __init__(self, epsilon: float):
+        if not 0 <= epsilon <= 1:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        self.epsilon = epsilon
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> int:
+        if self.epsilon and self.rng.random() < self.epsilon:
+            return int(self.rng.integers(self.num_actions))
+        return self.follow(np.asarray(raw_obs))
+
+    def follow(self, observation: np.ndarray) -> int:
+        raise NotImplementedError
+
+
 def make_brownian(
     env_id: str,
     dt: float = 0.1,
