@@ -1,13 +1,16 @@
-"""How much of LunarLander's lander a V keeps: on frames of 10 of a run's episodes, the
-squared error on the lander's pixels and elsewhere, and the share of frames (with the
-lander in view) whose reconstruction shows it in the right place.
+"""How much of a small object a V keeps (LunarLander's lander, Pong's ball): on frames
+of 10 of a run's episodes, the squared error on the object's pixels and elsewhere, and
+the share of frames (with the object in view) whose reconstruction shows it in the
+right place.
 
-uv run python scripts/lander_in_v.py --data RUN --vae RUN_A RUN_B ... [--out FILE]
+uv run python scripts/object_in_v.py --data RUN --vae RUN_A RUN_B ...
+    [--object lander|pong_ball] [--out FILE]
 
-The lander is told by its colour (blue well above red and green: its purple body); a
-reconstruction shows it when at least 3 such pixels appear, half of them on the true
-lander's pixels grown by one pixel. docs/worlds.md reports it for the plain loss and
-``vae.salient_weight``.
+The lander is told by its colour (blue well above red and green: its purple body);
+Pong's ball by differing from the field's brown between the two paddles' columns (the
+only thing there that moves). A reconstruction shows the object when at least
+``min_pixels`` such pixels appear, half of them on the true object's pixels grown by
+one pixel. docs/worlds.md reports it.
 """
 
 import argparse
@@ -21,12 +24,23 @@ from world_models.models.vae import frames_to_float
 from world_models.training.vae import load_vae
 
 EPISODES = 10  # the run's last episodes, every 5th frame
-MIN_PIXELS = 3
+PONG_FIELD = np.array([144, 72, 17])  # the field's brown, 64 x 64 frames
+PONG_BETWEEN_PADDLES = slice(9, 55)  # columns of the 64 x 64 frame
 
 
 def lander_mask(frames: np.ndarray) -> np.ndarray:
     f = frames.astype(np.int16)
     return (f[..., 2] > f[..., 0] + 40) & (f[..., 2] > f[..., 1] + 40)
+
+
+def pong_ball_mask(frames: np.ndarray) -> np.ndarray:
+    away = np.abs(frames.astype(np.int16) - PONG_FIELD).max(-1) > 25
+    mask = np.zeros_like(away)
+    mask[:, :, PONG_BETWEEN_PADDLES] = away[:, :, PONG_BETWEEN_PADDLES]
+    return mask
+
+
+OBJECTS = {"lander": (lander_mask, 3), "pong_ball": (pong_ball_mask, 1)}
 
 
 def grown(mask: np.ndarray) -> np.ndarray:
@@ -51,25 +65,27 @@ def main() -> None:
         "--data", type=Path, required=True, help="run with the episodes"
     )
     parser.add_argument("--vae", type=Path, nargs="+", required=True, help="V runs")
+    parser.add_argument("--object", choices=sorted(OBJECTS), default="lander")
     parser.add_argument("--out", type=Path, default=None, help="JSON of the figures")
     args = parser.parse_args()
     paths = list_episodes(args.data / "data")[-4 * EPISODES :: 4]
     frames = np.concatenate([load_episode(p)["obs"][::5] for p in paths])
-    truth = lander_mask(frames)
-    in_view = truth.sum((1, 2)) >= MIN_PIXELS
+    object_mask, min_pixels = OBJECTS[args.object]
+    truth = object_mask(frames)
+    in_view = truth.sum((1, 2)) >= min_pixels
     rows = {}
     for run in args.vae:
         recon = reconstruct(run, frames)
         error = ((recon - np.asarray(frames_to_float(frames))) ** 2).sum(-1)
-        shown = lander_mask((recon * 255).round().astype(np.uint8))
+        shown = object_mask((recon * 255).round().astype(np.uint8))
         count = shown.sum((1, 2))
         placed = (shown & grown(truth)).sum((1, 2)) >= 0.5 * count
-        kept = (count >= MIN_PIXELS) & placed
+        kept = (count >= min_pixels) & placed
         rows[str(run)] = {
-            "frames_with_lander": int(in_view.sum()),
-            "lander_pixel_error": float(error[truth].mean()),
+            "frames_with_object": int(in_view.sum()),
+            "object_pixel_error": float(error[truth].mean()),
             "other_pixel_error": float(error[~truth].mean()),
-            "lander_kept": float(kept[in_view].mean()),
+            "object_kept": float(kept[in_view].mean()),
         }
         print(run, rows[str(run)])
     if args.out:
