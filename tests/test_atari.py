@@ -1,14 +1,21 @@
 """Atari worlds: crops that keep the playfield, drivers that play, real episode ends."""
 
+import jax
 import numpy as np
 import pytest
 
+from world_models.agent import Agent
+from world_models.config import make_config
 from world_models.data.atari import landing_column
 from world_models.data.collection import collect
 from world_models.data.episodes import list_episodes, load_episode
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
+from world_models.dream.rollout import make_dream
 from world_models.envs import FRAME_SIZE, get_spec, make_env, preprocess_frame
+from world_models.models.controller import controller_to_flat, make_controller
+from world_models.models.mdnrnn import rnn_from_config
+from world_models.models.vae import ConvVAE
 
 ATARI = {"ALE/Pong-v5": "pong_tracker", "ALE/Breakout-v5": "breakout_tracker"}
 
@@ -86,3 +93,29 @@ def test_worker_processes_collect_with_the_driver(tmp_path, env_id):
     first = load_episode(list_episodes(tmp_path)[0])
     np.testing.assert_array_equal(first["actions"], alone["actions"])
     np.testing.assert_array_equal(first["obs"], alone["obs"])
+
+
+@pytest.mark.parametrize("env_id", sorted(ATARI))
+def test_discrete_actions_run_through_m_the_dream_and_the_agent(env_id):
+    spec = get_spec(env_id)
+    config = make_config("smoke", env_id)
+    rnn = rnn_from_config(config, key=jax.random.key(1))
+    controller = jax.tree.map(
+        lambda x: 5 * x, make_controller(config, key=jax.random.key(2))
+    )
+    z = config.vae.z_dim
+    starts = (np.zeros((3, z), np.float32), np.zeros((3, z), np.float32))
+    dream = make_dream(rnn, starts, controller, spec, horizon=6, temperature=1.0)
+    size = controller_to_flat(controller).size
+    population = jax.random.normal(jax.random.key(3), (4, size))
+    returns, lengths = dream.population_returns(population, jax.random.key(4), 2)
+    again, _ = dream.population_returns(population, jax.random.key(4), 2)
+    assert returns.shape == (4, 2) and np.isfinite(returns).all()
+    np.testing.assert_array_equal(returns, again)
+    assert rnn.cell.input_size == z + spec.action_size  # one-hot actions into M
+
+    agent = Agent(ConvVAE(z, key=jax.random.key(0)), rnn, controller, spec)
+    episode = play_episode(env_id, agent, seed=0, max_steps=10)
+    actions = episode["actions"]
+    assert actions.dtype == np.int32 and actions.shape == (10,)
+    assert set(actions.tolist()) <= set(range(spec.action_size))
