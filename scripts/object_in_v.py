@@ -24,7 +24,7 @@ from world_models.models.vae import frames_to_float
 from world_models.training.vae import load_vae
 
 EPISODES = 10  # the run's last episodes, every 5th frame
-PONG_FIELD = np.array([144, 72, 17])  # the field's brown, 64 x 64 frames
+PONG_FIELD_COLOUR = np.array([144, 72, 17])  # the field's brown, 64 x 64 frames
 PONG_BETWEEN_PADDLES = slice(9, 55)  # columns of the 64 x 64 frame
 
 
@@ -34,7 +34,7 @@ def lander_mask(frames: np.ndarray) -> np.ndarray:
 
 
 def pong_ball_mask(frames: np.ndarray) -> np.ndarray:
-    away = np.abs(frames.astype(np.int16) - PONG_FIELD).max(-1) > 25
+    away = np.abs(frames.astype(np.int16) - PONG_FIELD_COLOUR).max(-1) > 25
     mask = np.zeros_like(away)
     mask[:, :, PONG_BETWEEN_PADDLES] = away[:, :, PONG_BETWEEN_PADDLES]
     return mask
