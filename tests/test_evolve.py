@@ -6,7 +6,11 @@ from handmade_rnn import steering_reward_rnn
 
 from world_models.checkpoint import Checkpointer
 from world_models.config import make_config
-from world_models.dream.evolve import rollout_fitness, run_generations
+from world_models.dream.evolve import (
+    rollout_fitness,
+    run_generations,
+    worst_fraction_at,
+)
 from world_models.dream.rollout import make_dream
 from world_models.dream.search import (
     initial_search,
@@ -135,6 +139,18 @@ def test_fitness_is_the_mean_of_the_worst_rollouts():
     np.testing.assert_array_equal(rollout_fitness(returns, 0.01), lowest)
     with pytest.raises(ValueError, match="worst_fraction"):
         make_config("smoke", overrides=["dream.worst_fraction=0"])
+
+
+def test_the_worst_fraction_starts_at_its_generation():
+    overrides = ["dream.real_eval_every=5", "dream.worst_fraction=0.5"]
+    settings = make_config("smoke", overrides=[*overrides, "dream.worst_from=20"]).dream
+    assert [worst_fraction_at(settings, g) for g in (0, 15, 20, 25)] == [
+        1.0, 1.0, 0.5, 0.5
+    ]
+    always = make_config("smoke", overrides=overrides).dream
+    assert worst_fraction_at(always, 0) == 0.5
+    with pytest.raises(ValueError, match="worst_from"):
+        make_config("smoke", overrides=[*overrides, "dream.worst_from=7"])
 
 
 def test_a_pessimistic_fitness_changes_the_search():

@@ -152,8 +152,10 @@ class DreamConfig:
     mlp_hidden: int = 32
     population: int = 64
     rollouts: int = 16
-    # A candidate's fitness is the mean of its worst fraction of rollouts (1.0: all)
+    # A candidate's fitness is the mean of its worst fraction of rollouts (1.0: all),
+    # from generation `worst_from` on (before it, the plain mean)
     worst_fraction: float = 1.0
+    worst_from: int = 0
     sigma0: float = 0.1
     generations: int = 200
     # Measured on CarRacing (docs/transfer.md): at 1.0 the dream brings the road back
@@ -185,6 +187,10 @@ class DreamConfig:
         require(self.rollouts > 0, "dream.rollouts must be > 0")
         require(
             0 < self.worst_fraction <= 1, "dream.worst_fraction must be in (0, 1]"
+        )
+        require(
+            self.worst_from >= 0 and self.worst_from % self.real_eval_every == 0,
+            "dream.worst_from must be a multiple of dream.real_eval_every",
         )
         require(self.sigma0 > 0, "dream.sigma0 must be > 0")
         require(self.generations >= 0, "dream.generations must be >= 0")

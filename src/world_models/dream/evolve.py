@@ -27,7 +27,7 @@ from evosax.algorithms import CMA_ES
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm import tqdm
 
-from world_models.config import Config
+from world_models.config import Config, DreamConfig
 from world_models.dream.devices import (
     arguments_on_every_device,
     whole_on_every_device,
@@ -102,6 +102,12 @@ def rollout_fitness(
     if keep == returns.shape[1]:
         return returns.mean(axis=1)
     return jnp.sort(returns, axis=1)[:, :keep].mean(axis=1)
+
+
+def worst_fraction_at(settings: DreamConfig, generation: int) -> float:
+    """The fitness's worst fraction for the generations from ``generation``: the
+    plain mean (1.0) before ``settings.worst_from``."""
+    return settings.worst_fraction if generation >= settings.worst_from else 1.0
 
 
 @arguments_on_every_device
@@ -200,7 +206,7 @@ def evolve(
                 count,
                 settings.rollouts,
                 settings.chunk_size,
-                settings.worst_fraction,
+                worst_fraction_at(settings, generation),
             )
             metrics = jax.device_get(metrics)
             for offset in range(count):
