@@ -8,8 +8,9 @@ Sections (paper-sized M: z 32, LSTM 256, 5 mixtures per dimension; linear contro
               (candidates x 16 rollouts), plus chunked variants of the largest batch
               (lax.map); M's LSTM in the dream's batch-major layout and in the W·x
               layout it had before (Dream.batch_major), timed in turns, their returns
-              compared bit for bit; with --torch-python, the same dream in PyTorch
-              eager (torch_reference.py dream, a subprocess) takes a turn too
+              compared bit for bit, and with bfloat16 matmuls (dream.matmul_dtype),
+              its largest return difference; with --torch-python, the same dream in
+              PyTorch eager (torch_reference.py dream, a subprocess) takes a turn too
   generation  wall time of one whole generation (ask, dream, tell under one jit) at the
               quick (64 x 16) and full (256 x 16) settings (--generation-presets), at
               each preset's chunk size and at --generation-chunks
@@ -40,13 +41,12 @@ from world_models.dream.rollout import Dream, make_dream
 from world_models.dream.search import initial_search, make_strategy
 from world_models.envs import get_spec, step_limit
 from world_models.models.controller import controller_to_flat, make_controller
-from world_models.models.mdnrnn import rnn_from_config
+from world_models.models.mdnrnn import rnn_from_config, with_matmul_dtype
 from world_models.presets import PRESETS
 from torch_reference import measure  # sibling script: benchmarks/ is on sys.path
 
 RESULTS = Path(__file__).parent / "results" / "dream.json"
 ROLLOUTS = 16
-LAYOUTS = (False, True)  # Dream.batch_major: before, now
 
 
 def _dream(preset: str, horizon: int) -> Dream:
@@ -105,55 +105,71 @@ def bench_batches(
     repeats: int,
     torch_python: str | None = None,
 ) -> list[dict]:
-    """Both LSTM layouts of the same dream (``Dream.batch_major``), timed in turns at
-    every batch size; their returns compared bit for bit. With ``torch_python`` the
-    same dream in PyTorch (torch_reference.py dream) takes a turn too (unchunked
-    rows)."""
+    """Three versions of the same dream timed in turns at every batch size: the
+    dream's batch-major LSTM, the W·x layout it had before (their returns compared
+    bit for bit) and bfloat16 matmuls (``dream.matmul_dtype``; the largest return
+    difference). With ``torch_python`` the same dream in PyTorch (torch_reference.py
+    dream) takes a turn too (unchunked rows)."""
     base, rows = _dream("full", horizon), []
-    layouts = {major: dataclasses.replace(base, batch_major=major) for major in LAYOUTS}
+    variants = {
+        "now": base,
+        "before": dataclasses.replace(base, batch_major=False),
+        "bf16": dataclasses.replace(
+            base, rnn=with_matmul_dtype(base.rnn, "bfloat16")
+        ),
+    }
     key = jax.random.key(3)
-    variants = [(b, 0) for b in batches] + [(batches[-1], c) for c in chunks]
-    for batch, chunk in variants:
+    sizes = [(b, 0) for b in batches] + [(batches[-1], c) for c in chunks]
+    for batch, chunk in sizes:
         population = _population(base, batch // ROLLOUTS)
         calls = {
-            major: (lambda d=dream: _evaluate(d, population, key, ROLLOUTS, chunk))
-            for major, dream in layouts.items()
+            name: (lambda d=dream: _evaluate(d, population, key, ROLLOUTS, chunk))
+            for name, dream in variants.items()
         }
-        first = {major: _call_s(call) for major, call in calls.items()}
-        steady = {major: [] for major in calls}
+        first = {name: _call_s(call) for name, call in calls.items()}
+        steady = {name: [] for name in calls}
         torch_rates = []
         for _ in range(repeats):
-            for major, call in calls.items():
-                steady[major].append(_call_s(call))
+            for name, call in calls.items():
+                steady[name].append(_call_s(call))
             if torch_python and not chunk:
                 torch_rates.append(
                     measure(torch_python, "dream", batch=batch, horizon=horizon,
                             steps=1)["rate"]
                 )
-        returns = {major: np.asarray(call()) for major, call in calls.items()}
+        returns = {name: np.asarray(call()) for name, call in calls.items()}
         rate = {m: batch * horizon / statistics.median(t) for m, t in steady.items()}
         rows.append(
             dict(
                 batch=batch,
                 chunk_size=chunk,
-                compile_s=first[True],
-                steady_s=statistics.median(steady[True]),
-                agent_steps_per_s=rate[True],
-                agent_steps_per_s_before=rate[False],
-                speedup=rate[True] / rate[False],
-                identical_returns=bool(np.array_equal(*returns.values())),
+                compile_s=first["now"],
+                steady_s=statistics.median(steady["now"]),
+                agent_steps_per_s=rate["now"],
+                agent_steps_per_s_before=rate["before"],
+                speedup=rate["now"] / rate["before"],
+                identical_returns=bool(
+                    np.array_equal(returns["now"], returns["before"])
+                ),
+                agent_steps_per_s_bf16=rate["bf16"],
+                bf16_speedup=rate["bf16"] / rate["now"],
+                bf16_max_return_difference=float(
+                    np.abs(returns["bf16"] - returns["now"]).max()
+                ),
             )
         )
         torch_text = ""
         if torch_rates:
             torch_rate = statistics.median(torch_rates)
             rows[-1]["torch_agent_steps_per_s"] = torch_rate
-            rows[-1]["ours_over_torch"] = rate[True] / torch_rate
+            rows[-1]["ours_over_torch"] = rate["now"] / torch_rate
+            rows[-1]["bf16_over_torch"] = rate["bf16"] / torch_rate
             torch_text = f", PyTorch {torch_rate:.0f}"
         print(
-            f"batch {batch:6d} chunk {chunk:5d}: {rate[True]:10.0f} agent-steps/s, "
-            f"W·x layout {rate[False]:10.0f} ({rows[-1]['speedup']:.2f}x), same "
-            f"returns: {rows[-1]['identical_returns']} (first call {first[True]:.1f} s)"
+            f"batch {batch:6d} chunk {chunk:5d}: {rate['now']:10.0f} agent-steps/s, "
+            f"W·x layout {rate['before']:10.0f} ({rows[-1]['speedup']:.2f}x), same "
+            f"returns: {rows[-1]['identical_returns']}, bfloat16 {rate['bf16']:10.0f} "
+            f"({rows[-1]['bf16_speedup']:.2f}x) (first call {first['now']:.1f} s)"
             + torch_text,
             flush=True,
         )
@@ -307,8 +323,8 @@ def main() -> None:
     )
     print(
         "\n| batch | chunk | agent-steps/s | W·x layout (before) | ratio | same "
-        "returns | PyTorch | ours / PyTorch | first call (s) |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        "returns | bfloat16 | ratio | PyTorch | ours / PyTorch | bfloat16 / PyTorch "
+        "| first call (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for row in results["batch"]:
         torch_rate = row.get("torch_agent_steps_per_s")
@@ -316,8 +332,9 @@ def main() -> None:
             f"| {row['batch']} | {row['chunk_size'] or '-'} | "
             f"{row['agent_steps_per_s']:,.0f} | {row['agent_steps_per_s_before']:,.0f}"
             f" | {row['speedup']:.2f} | {row['identical_returns']} | "
-            + (f"{torch_rate:,.0f} | {row['ours_over_torch']:.2f}" if torch_rate
-               else "- | -")
+            f"{row['agent_steps_per_s_bf16']:,.0f} | {row['bf16_speedup']:.2f} | "
+            + (f"{torch_rate:,.0f} | {row['ours_over_torch']:.2f} | "
+               f"{row['bf16_over_torch']:.2f}" if torch_rate else "- | - | -")
             + f" | {row['compile_s']:.1f} |"
         )
     print(

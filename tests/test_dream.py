@@ -125,6 +125,29 @@ def test_batch_major_lstm_is_the_same_dream():
     np.testing.assert_array_equal(lengths, old_lengths)
 
 
+def test_a_bfloat16_dream_is_close_to_the_float32_one():
+    config = make_config("smoke", overrides=[f"vae.z_dim={Z}"])
+    rnn = rnn_from_config(config, key=jax.random.key(3))
+    template = make_controller(config, key=jax.random.key(4))
+    dreams = [
+        make_dream(rnn, _starts(), template, CAR, 12, 1.0, matmul_dtype=dtype)
+        for dtype in ("float32", "bfloat16")
+    ]
+    assert dreams[1].rnn.cell.weight_hh.dtype == jnp.bfloat16
+    assert dreams[1].rnn.cell.bias.dtype == jnp.float32
+    population = _population(dreams[0], 6)
+    evaluate = eqx.filter_jit(
+        lambda d: d.population_returns(population, jax.random.key(9), 4)
+    )
+    (returns, lengths), (low_returns, low_lengths) = map(evaluate, dreams)
+    assert low_returns.dtype == jnp.float32
+    assert not np.array_equal(returns, low_returns)
+    np.testing.assert_allclose(low_returns, returns, rtol=0.05, atol=0.05)
+    np.testing.assert_array_equal(lengths, low_lengths)
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        make_config("smoke", overrides=["dream.matmul_dtype=float16"])
+
+
 def test_common_random_numbers_within_a_generation():
     dream = _random_dream()
     candidate = _population(dream, 1)[0]

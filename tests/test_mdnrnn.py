@@ -13,14 +13,13 @@ from world_models.models.mdnrnn import (
     MDNRNN,
     MDNOutput,
     action_to_input,
-    asymmetric_reward_error,
     mdn_log_prob,
     mode_next_z,
     pessimistic,
     rnn_from_config,
     sample_next_z,
-    termination_bce,
 )
+from world_models.training.rnn_loss import asymmetric_reward_error, termination_bce
 
 
 def count_params(module) -> int:

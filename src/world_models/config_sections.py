@@ -162,6 +162,9 @@ class DreamConfig:
     # under a car that left it, and controllers that drive off transfer; 0.5 does not.
     temperature: float = 0.5
     dropout: float = 0.0  # per-rollout dropout mask on the h M's head reads
+    # M's matmul inputs in the dream: "bfloat16" doubles its speed where the hardware
+    # has bfloat16 GEMMs (AMX, tensor cores); sums stay float32 (docs/benchmarks.md)
+    matmul_dtype: str = "float32"
     # With rnn.heads > 1: "sample" plays each rollout in one head drawn at random;
     # "pessimistic" takes that head's next z, the lowest reward and highest done logit.
     ensemble: str = "sample"
@@ -196,6 +199,10 @@ class DreamConfig:
         require(self.generations >= 0, "dream.generations must be >= 0")
         require(self.temperature > 0, "dream.temperature must be > 0")
         require(0 <= self.dropout < 1, "dream.dropout must be in [0, 1)")
+        require(
+            self.matmul_dtype in ("float32", "bfloat16"),
+            "dream.matmul_dtype must be float32 or bfloat16",
+        )
         require(
             self.ensemble in ENSEMBLE_MODES,
             f"dream.ensemble must be one of {ENSEMBLE_MODES}",

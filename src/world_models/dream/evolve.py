@@ -124,7 +124,7 @@ def load_dream(
     run_dir: str | os.PathLike, config: Config, temperature: float | None = None
 ) -> Dream:
     """The dream of ``run_dir`` as its config sets it (M, start pool, horizon, τ,
-    dropout, ensemble); ``temperature`` overrides τ."""
+    dropout, ensemble, matmul dtype); ``temperature`` overrides τ."""
     settings, spec = config.dream, get_spec(config.env_id)
     rnn = load_rnn(run_dir)
     return make_dream(
@@ -136,6 +136,7 @@ def load_dream(
         temperature=settings.temperature if temperature is None else temperature,
         dropout=settings.dropout,
         ensemble=settings.ensemble,
+        matmul_dtype=settings.matmul_dtype,
     )
 
 

@@ -56,6 +56,7 @@ from world_models.models.mdnrnn import (
     pessimistic,
     sample_next_z,
     select_head,
+    with_matmul_dtype,
 )
 
 
@@ -266,11 +267,14 @@ def make_dream(
     temperature: float,
     dropout: float = 0.0,
     ensemble: str = "sample",
+    matmul_dtype: str = "float32",
 ) -> Dream:
+    """The dream of ``rnn`` from ``starts``; ``matmul_dtype`` "bfloat16" stores M's
+    weights for bfloat16 matmuls (``mdnrnn.with_matmul_dtype``)."""
     starts = DreamStarts(*starts)
     zeros = np.zeros((starts.mu.shape[0], rnn.hidden_size), np.float32)
     return Dream(
-        rnn,
+        with_matmul_dtype(rnn, matmul_dtype),
         jnp.asarray(starts.mu),
         jnp.asarray(starts.logvar),
         jnp.asarray(zeros if starts.h is None else starts.h),

@@ -105,8 +105,7 @@ class MDNRNN(eqx.Module):
         if not batch_major:
             return self.cell(x, state)
         (h, c), cell, rows = state, self.cell, (((0,), (1,)), ((), ()))
-        lin = jax.lax.dot_general(x, cell.weight_ih, rows)
-        lin = lin + jax.lax.dot_general(h, cell.weight_hh, rows)
+        lin = _dot(x, cell.weight_ih, rows) + _dot(h, cell.weight_hh, rows)
         i, f, g, o = jnp.split(lin + cell.bias, 4)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jax.nn.tanh(g)
         return jax.nn.sigmoid(o) * jax.nn.tanh(c), c
@@ -115,7 +114,8 @@ class MDNRNN(eqx.Module):
         self, h: Float[Array, " hidden"], head_mask: Array | None = None
     ) -> MDNOutput:
         """Every head's prediction from h, with a leading (num_heads,) axis."""
-        raw = self.head(h if head_mask is None else h * head_mask)
+        h = h if head_mask is None else h * head_mask
+        raw = _dot(self.head.weight, h, (((1,), (0,)), ((), ()))) + self.head.bias
         raw = raw.reshape(self.num_heads, -1)
         mixture = raw[:, :-2].reshape(self.num_heads, 3, self.z_dim, self.num_mixtures)
         log_sigma = jnp.clip(mixture[:, 2], self.log_std_min, self.log_std_max)
@@ -210,6 +210,23 @@ class MDNRNN(eqx.Module):
         return outputs
 
 
+def _dot(a: Array, b: Array, dims) -> Array:
+    """``lax.dot_general`` in the operands' lowest precision, summed in float32."""
+    low = min(a.dtype, b.dtype, key=lambda dtype: jnp.finfo(dtype).bits)
+    a, b = a.astype(low), b.astype(low)
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def with_matmul_dtype(rnn: MDNRNN, dtype: str) -> MDNRNN:
+    """``rnn`` with its LSTM and head weights stored in ``dtype``: "bfloat16" makes
+    the batch-major step's matmuls bfloat16 GEMMs (AMX on recent Xeons, tensor cores
+    on GPUs), ~2x the dream's speed, at bfloat16's ~3 significant digits per input."""
+    def weights(m):
+        return m.cell.weight_ih, m.cell.weight_hh, m.head.weight
+
+    return eqx.tree_at(weights, rnn, [w.astype(dtype) for w in weights(rnn)])
+
+
 def select_head(outputs: MDNOutput, member: int | Array, axis: int = 0) -> MDNOutput:
     """One head's prediction out of ``heads`` outputs (heads on ``axis``)."""
     return jax.tree.map(lambda x: jnp.take(x, member, axis=axis), outputs)
@@ -248,23 +265,6 @@ def mdn_log_prob(
     scaled = (z_next[..., None] - out.mu) * jnp.exp(-out.log_sigma)
     log_normal = -0.5 * scaled**2 - out.log_sigma - _LOG_SQRT_2PI
     return jax.nn.logsumexp(log_pi + log_normal, axis=-1)
-
-
-def asymmetric_reward_error(
-    predicted: Array, target: Array, optimism_weight: float
-) -> Array:
-    """Squared error weighted ``optimism_weight`` where predicted > target, 1 below."""
-    error = predicted - target
-    weight = jnp.where(error > 0, optimism_weight, 1.0)
-    return weight * error**2
-
-
-def termination_bce(done_logit: Array, terminated: Array) -> Array:
-    """Binary cross-entropy of the termination logit, elementwise."""
-    target = terminated.astype(done_logit.dtype)
-    return (
-        jax.nn.softplus(done_logit) - target * done_logit
-    )  # = -t log σ(x) - (1-t) log(1-σ(x))
 
 
 def sample_next_z(

@@ -15,20 +15,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Array
 
 from world_models.config_sections import RNNConfig
 from world_models.envs import EnvSpec
 from world_models.models.mdnrnn import (
     MDNRNN,
     action_to_input,
-    asymmetric_reward_error,
     dropout_mask,
     mdn_log_prob,
-    termination_bce,
 )
 from world_models.models.vae import sample_posterior
 
 Batch = dict[str, Any]
+
+
+def asymmetric_reward_error(
+    predicted: Array, target: Array, optimism_weight: float
+) -> Array:
+    """Squared error weighted ``optimism_weight`` where predicted > target, 1 below."""
+    error = predicted - target
+    weight = jnp.where(error > 0, optimism_weight, 1.0)
+    return weight * error**2
+
+
+def termination_bce(done_logit: Array, terminated: Array) -> Array:
+    """Binary cross-entropy of the termination logit, elementwise."""
+    target = terminated.astype(done_logit.dtype)
+    return (
+        jax.nn.softplus(done_logit) - target * done_logit
+    )  # = -t log σ(x) - (1-t) log(1-σ(x))
 
 
 def make_optimizer(rnn: RNNConfig) -> optax.GradientTransformation:
