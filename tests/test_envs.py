@@ -54,5 +54,7 @@ def test_env_spec_refuses_inconsistent_action_settings():
         EnvSpec("X-v0", "continuous", 2, 100, None, brownian_drift=(0.0, 1.0, 0.0))
     with pytest.raises(ValueError, match="action_kind"):
         EnvSpec("X-v0", "box", 2, 100, None)
+    with pytest.raises(ValueError, match="grow_objects 2"):
+        EnvSpec("X-v0", "discrete", 2, 100, None, grow_objects=2)
     car = get_spec("CarRacing-v3")
     assert car.action_squash == "car" and len(car.brownian_drift) == car.action_size

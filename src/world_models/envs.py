@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 FRAME_SIZE = 64
 
@@ -24,6 +24,9 @@ class EnvSpec:
     max_steps: int  # the environment's own step limit
     reward_threshold: float | None  # mean return counted as solved
     crop_rows: tuple[int, int] | None = None  # (top, bottom) rows kept before resizing
+    # k > 1: a k x k maximum filter before the resize, so that objects of a pixel or two
+    # (Pong's ball) still cover a frame pixel after it rather than fading into the field
+    grow_objects: int = 1
     frames_from_render: bool = False  # observation is not an image: use env.render()
     make_kwargs: tuple[tuple[str, object], ...] = ()
     heuristic_policies: tuple[str, ...] = ()  # drivers written for this env
@@ -46,6 +49,8 @@ class EnvSpec:
         drift = self.brownian_drift
         if drift is not None and len(drift) != self.action_size:
             problems.append(f"brownian_drift {drift} for {self.action_size} actions")
+        if self.grow_objects < 1 or self.grow_objects % 2 == 0:
+            problems.append(f"grow_objects {self.grow_objects} (an odd size >= 1)")
         if problems:
             raise ValueError(f"EnvSpec {self.env_id}: {'; '.join(problems)}")
 
@@ -71,9 +76,11 @@ ENVS: dict[str, EnvSpec] = {
         # Atari crops keep the playfield: Pong between its walls, Breakout from below
         # its top wall to the paddle (the scores are in the rewards already)
         EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0, crop_rows=(34, 194),
-                heuristic_policies=("pong_tracker",), preset_max_steps=2000),
+                grow_objects=3, heuristic_policies=("pong_tracker",),
+                preset_max_steps=2000),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None, crop_rows=(32, 196),
-                heuristic_policies=("breakout_tracker",), preset_max_steps=2000),
+                grow_objects=3, heuristic_policies=("breakout_tracker",),
+                preset_max_steps=2000),
     )
 }
 
@@ -117,6 +124,8 @@ def preprocess_frame(frame: np.ndarray, spec: EnvSpec) -> np.ndarray:
         top, bottom = spec.crop_rows
         frame = frame[top:bottom]
     image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+    if spec.grow_objects > 1:
+        image = image.filter(ImageFilter.MaxFilter(spec.grow_objects))
     image = image.resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 
