@@ -128,15 +128,16 @@ def bench_batches(
         }
         first = {name: _call_s(call) for name, call in calls.items()}
         steady = {name: [] for name in calls}
-        torch_rates = []
+        torch_rates = {0: [], 1: []}  # PyTorch float32, bfloat16 autocast
         for _ in range(repeats):
             for name, call in calls.items():
                 steady[name].append(_call_s(call))
-            if torch_python and not chunk:
-                torch_rates.append(
-                    measure(torch_python, "dream", batch=batch, horizon=horizon,
-                            steps=1)["rate"]
-                )
+            for autocast, rates in torch_rates.items():
+                if torch_python and not chunk:
+                    rates.append(
+                        measure(torch_python, "dream", batch=batch, horizon=horizon,
+                                steps=1, autocast=autocast)["rate"]
+                    )
         returns = {name: np.asarray(call()) for name, call in calls.items()}
         rate = {m: batch * horizon / statistics.median(t) for m, t in steady.items()}
         rows.append(
@@ -159,12 +160,17 @@ def bench_batches(
             )
         )
         torch_text = ""
-        if torch_rates:
-            torch_rate = statistics.median(torch_rates)
-            rows[-1]["torch_agent_steps_per_s"] = torch_rate
-            rows[-1]["ours_over_torch"] = rate["now"] / torch_rate
-            rows[-1]["bf16_over_torch"] = rate["bf16"] / torch_rate
-            torch_text = f", PyTorch {torch_rate:.0f}"
+        if torch_rates[0]:
+            torch_rate, torch_bf16 = map(statistics.median, torch_rates.values())
+            rows[-1].update(
+                torch_agent_steps_per_s=torch_rate,
+                ours_over_torch=rate["now"] / torch_rate,
+                bf16_over_torch=rate["bf16"] / torch_rate,
+                torch_autocast_agent_steps_per_s=torch_bf16,
+                bf16_over_torch_autocast=rate["bf16"] / torch_bf16,
+            )
+            torch_text = f", PyTorch {torch_rate:.0f}, with bfloat16 autocast "
+            torch_text += f"{torch_bf16:.0f}"
         print(
             f"batch {batch:6d} chunk {chunk:5d}: {rate['now']:10.0f} agent-steps/s, "
             f"W·x layout {rate['before']:10.0f} ({rows[-1]['speedup']:.2f}x), same "
@@ -324,7 +330,8 @@ def main() -> None:
     print(
         "\n| batch | chunk | agent-steps/s | W·x layout (before) | ratio | same "
         "returns | bfloat16 | ratio | PyTorch | ours / PyTorch | bfloat16 / PyTorch "
-        "| first call (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| PyTorch bfloat16 autocast | bfloat16 / it | first call (s) |\n"
+        + "|---" * 14 + "|"
     )
     for row in results["batch"]:
         torch_rate = row.get("torch_agent_steps_per_s")
@@ -334,7 +341,10 @@ def main() -> None:
             f" | {row['speedup']:.2f} | {row['identical_returns']} | "
             f"{row['agent_steps_per_s_bf16']:,.0f} | {row['bf16_speedup']:.2f} | "
             + (f"{torch_rate:,.0f} | {row['ours_over_torch']:.2f} | "
-               f"{row['bf16_over_torch']:.2f}" if torch_rate else "- | - | -")
+               f"{row['bf16_over_torch']:.2f} | "
+               f"{row['torch_autocast_agent_steps_per_s']:,.0f} | "
+               f"{row['bf16_over_torch_autocast']:.2f}"
+               if torch_rate else "- | - | - | - | -")
             + f" | {row['compile_s']:.1f} |"
         )
     print(

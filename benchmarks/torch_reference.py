@@ -17,7 +17,9 @@ does the work of ours:
          the target), termination BCE, global-norm clipping at 1
   dream  a whole dream under torch.no_grad: per step the linear controller on [z, h],
          an nn.LSTMCell step, the head, a mixture component per latent dimension from
-         softmax(logits / τ) and Gaussian noise at τ, the reward summed while alive
+         softmax(logits / τ) and Gaussian noise at τ, the reward summed while alive;
+         ``--autocast 1`` runs it under torch.autocast(bfloat16), PyTorch's own
+         mixed precision (its GEMMs in bfloat16 like ours under dream.matmul_dtype)
 
 Prints one JSON line per timed repeat: {"rate": ..., "unit": ..., "compile_s": ...}
 (compile_s: the first call, allocator and oneDNN set-up). Exits 0 with "torch not
@@ -123,6 +125,7 @@ def dream_call(torch, nn, args):
     batch, tau = args.batch, args.temperature
 
     @torch.no_grad()
+    @torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.autocast))
     def dream():
         z = torch.randn(batch, Z)
         h, c = torch.zeros(batch, HIDDEN), torch.zeros(batch, HIDDEN)
@@ -181,6 +184,9 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=100, help="rnn window length")
     parser.add_argument("--horizon", type=int, default=50, help="dream steps")
     parser.add_argument("--temperature", type=float, default=0.5, help="dream τ")
+    parser.add_argument(
+        "--autocast", type=int, default=0, help="dream: 1 = bfloat16 autocast"
+    )
     args = parser.parse_args()
     try:
         import torch
