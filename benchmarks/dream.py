@@ -132,8 +132,8 @@ def bench_batches(
         for _ in range(repeats):
             for name, call in calls.items():
                 steady[name].append(_call_s(call))
-            for autocast, rates in torch_rates.items():
-                if torch_python and not chunk:
+            if torch_python and not chunk:
+                for autocast, rates in torch_rates.items():
                     rates.append(
                         measure(torch_python, "dream", batch=batch, horizon=horizon,
                                 steps=1, autocast=autocast)["rate"]
