@@ -241,6 +241,9 @@ def test_a_later_round_restarts_the_search_from_the_kept_controller(tmp_path):
     restarted = restart_from_kept(es, es_params, dict(before, best_params=kept), 0)
     np.testing.assert_array_equal(restarted["es_state"].mean, kept)
     assert float(restarted["es_state"].std) == pytest.approx(config.dream.sigma0)
+    # a round that ran out of patience (dream.patience) does not end the next one
+    stalled = dict(before, best_params=kept, stalled=jnp.asarray(1))
+    assert int(restart_from_kept(es, es_params, stalled, 0)["stalled"]) == 0
 
 
 def test_agent_of_a_run_scores_reproducibly_on_the_pool(tiny_run):

@@ -7,6 +7,7 @@ from handmade_rnn import steering_reward_rnn
 from world_models.checkpoint import Checkpointer
 from world_models.config import make_config
 from world_models.dream.evolve import (
+    patience_ran_out,
     rollout_fitness,
     run_generations,
     worst_fraction_at,
@@ -151,6 +152,27 @@ def test_the_worst_fraction_starts_at_its_generation():
     assert worst_fraction_at(always, 0) == 0.5
     with pytest.raises(ValueError, match="worst_from"):
         make_config("smoke", overrides=[*overrides, "dream.worst_from=7"])
+
+
+def test_patience_counts_the_checks_since_the_round_improved():
+    overrides = ["dream.real_eval_every=5", "dream.patience=3"]
+    settings = make_config("smoke", overrides=overrides).dream
+
+    def ran_out(generation, best_generation, round_start=0):
+        search = dict(generation=generation, best_generation=best_generation,
+                      round_start=round_start)
+        return patience_ran_out(settings, search)
+
+    assert [ran_out(g, 25) for g in (25, 30, 35, 40, 45)] == [
+        False, False, False, True, True
+    ]
+    # a later round's best, re-scored at its start (60), counts from that start
+    assert not ran_out(70, 25, round_start=60) and ran_out(75, 25, round_start=60)
+    off = make_config("smoke", overrides=overrides[:1]).dream
+    assert not patience_ran_out(off, dict(generation=99, best_generation=5,
+                                          round_start=0))
+    with pytest.raises(ValueError, match="patience"):
+        make_config("smoke", overrides=["dream.patience=-1"])
 
 
 def test_a_pessimistic_fitness_changes_the_search():

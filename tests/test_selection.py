@@ -60,3 +60,30 @@ def test_the_final_check_keeps_the_best_finalist_on_one_shared_block(tmp_path):
     assert np.mean([r["return"] for r in replay]) == pytest.approx(
         winner["final_score"], abs=1e-4)
     assert winner["real_steps"] == sum(r["length"] for r in replay)
+
+
+def test_a_search_out_of_patience_ends_with_its_final_check(tmp_path):
+    run = make_tiny_run(tmp_path / "run")
+    init_run(run, make_config("smoke", overrides=TINY_OVERRIDES + (
+        "dream.generations=12", "dream.real_eval_every=1", "dream.finalists=2",
+        "dream.final_check_episodes=2", "dream.patience=2", "eval.max_steps=60")),
+        fresh=True)
+    summary = evolve(run, progress=False)
+
+    checks = [(r["step"], r["real_score"])
+              for r in read_metrics(run / "dream" / "metrics.jsonl")
+              if "real_score" in r]
+    best, since_best, expected_end = -np.inf, 0, None
+    for generation, score in checks:  # the rule, from the logged checks
+        best, since_best = (score, 0) if score > best else (best, since_best + 1)
+        if since_best == 2:
+            expected_end = generation
+            break
+    assert expected_end is not None and expected_end < 12  # the seeds stall it early
+    assert summary["generation"] == checks[-1][0] == expected_end
+    assert list(load_finalists(run)) == [str(expected_end)]
+    assert int(load_search(run)["stalled"]) == 1
+    # a resumed run (the same total) has nothing left to do
+    assert evolve(run, progress=False)["generation"] == expected_end
+    assert len(read_metrics(run / "dream" / "metrics.jsonl")) == expected_end + len(
+        checks)

@@ -180,6 +180,11 @@ class DreamConfig:
     # best check.
     finalists: int = 0
     final_check_episodes: int = 16
+    # A round's search ends once `patience` real checks in a row have not beaten its
+    # best (0: it runs all its generations); the final check then runs there. Under
+    # pipeline.warm_start_es round k searches up to (k + 1) x generations in all, so
+    # generations a stalled round left go to the next.
+    patience: int = 0
     chunk_size: int = 0  # candidates x rollouts per vmapped chunk; 0 = no chunking
     seed: int = 0
 
@@ -212,6 +217,7 @@ class DreamConfig:
         require(self.real_eval_every > 0, "dream.real_eval_every must be > 0")
         require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")
         require(self.finalists >= 0, "dream.finalists must be >= 0")
+        require(self.patience >= 0, "dream.patience must be >= 0")
         require(
             self.final_check_episodes > 0, "dream.final_check_episodes must be > 0"
         )

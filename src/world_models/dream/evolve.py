@@ -9,8 +9,9 @@ Every ``real_eval_every`` generations (and at the last) the CMA mean plays
 ``real_eval_episodes`` seeded episodes of the real env on the worker pool; the
 controller kept as best is the one with the best REAL mean return, never the best dream
 sample; with ``dream.finalists`` the best checks are played again on one shared block at
-the end and the best there is kept (``dream/selection.py``). The search's state and its
-checkpoints are ``dream/search.py``'s.
+the end and the best there is kept (``dream/selection.py``). With ``dream.patience`` a
+round also ends, final check included, once that many checks in a row fail to beat its
+best. The search's state and its checkpoints are ``dream/search.py``'s.
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ def worst_fraction_at(settings: DreamConfig, generation: int) -> float:
     return settings.worst_fraction if generation >= settings.worst_from else 1.0
 
 
+def patience_ran_out(settings: DreamConfig, search: dict[str, Any]) -> bool:
+    """Whether the round's last ``settings.patience`` checks all failed to beat its
+    best (never with patience 0). A best from an earlier round (re-scored when the
+    round began) counts from the round's start."""
+    if not settings.patience:
+        return False
+    improved = max(int(search["best_generation"]), int(search["round_start"]))
+    since = int(search["generation"]) - improved
+    return since >= settings.patience * settings.real_eval_every
+
+
 @arguments_on_every_device
 @eqx.filter_jit
 def dream_estimate(
@@ -192,7 +204,7 @@ def evolve(
         total=total, initial=generation, desc="dream generations", disable=not progress
     )
     try:
-        while generation < total:
+        while generation < total and not int(search.get("stalled", 0)):
             count = min(
                 settings.real_eval_every - generation % settings.real_eval_every,
                 total - generation,
@@ -227,8 +239,11 @@ def evolve(
                 run_dir, config, search, logger, workers, round_index,
                 tuple(float(x) for x in estimate),
             )
-            if generation == total and settings.finalists:
+            stalled = patience_ran_out(settings, search)
+            if (generation == total or stalled) and settings.finalists:
                 search = final_check(run_dir, config, search, workers, round_index)
+            if stalled:
+                search = dict(search, stalled=jnp.asarray(1))
             checkpointer.save(generation, search)
             plot_curves(
                 logger.path,

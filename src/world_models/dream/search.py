@@ -46,8 +46,15 @@ def _arrays(tree: Any) -> Any:
 
 
 def initial_search(
-    es: CMA_ES, es_params: Any, mean: Array, seed: int, finalists: int = 0
+    es: CMA_ES,
+    es_params: Any,
+    mean: Array,
+    seed: int,
+    finalists: int = 0,
+    patience: int = 0,
 ) -> dict[str, Any]:
+    """A search at generation 0 centred on ``mean``. With ``patience`` it carries
+    ``stalled``: set when the round ended early (``dream/evolve.py``)."""
     es_state = es.init(jax.random.key(seed), mean, es_params)
     return _arrays(
         dict(
@@ -59,6 +66,7 @@ def initial_search(
             rnn_step=-1,  # the M under which best_real_score was measured
             round_start=0,  # generation at which this round's search began
             **empty_finalists(finalists, mean.shape[0]),
+            **(dict(stalled=0) if patience else {}),
         )
     )
 
@@ -69,7 +77,10 @@ def restart_from_kept(
     """The search restarted at its kept controller with σ0 and a fresh covariance; the
     generation count and the kept controller carry on, and a new round begins."""
     es_state = es.init(jax.random.key(seed), search["best_params"], es_params)
-    return dict(search, es_state=_arrays(es_state), round_start=search["generation"])
+    search = dict(search, es_state=_arrays(es_state), round_start=search["generation"])
+    if "stalled" in search:
+        search["stalled"] = jnp.zeros_like(search["stalled"])
+    return search
 
 
 def search_checkpoint_config(config: Config) -> dict[str, Any]:
@@ -99,7 +110,8 @@ def search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
     es, es_params = make_strategy(config, num_parameters(template))
     mean = jnp.zeros_like(controller_to_flat(template))
     search = initial_search(
-        es, es_params, mean, config.dream.seed, config.dream.finalists
+        es, es_params, mean, config.dream.seed, config.dream.finalists,
+        config.dream.patience,
     )
     return es, es_params, search
 
@@ -111,7 +123,8 @@ def search_from_kept(
     scored by reality (so ``evolve`` re-scores it first)."""
     return dict(
         initial_search(
-            es, es_params, kept, config.dream.seed, config.dream.finalists
+            es, es_params, kept, config.dream.seed, config.dream.finalists,
+            config.dream.patience,
         ),
         best_params=kept,
         best_generation=jnp.asarray(0),
