@@ -115,6 +115,14 @@ def test_report_shows_each_finalist_and_the_one_kept(run):
     assert "## Final check" in report
     assert "| 4 | 2 | 61.0 | 40.5 ± 9.0 | 100998000..100998015 |" in report
     assert "| 4 | 4 (kept) | 55.0 | 47.5 ± 8.0 | 100998000..100998015 |" in report
+    assert "ended early" not in report
+    record = json.loads((run_dir / "dream" / "finalists.json").read_text())
+    record["4"]["stalled"] = True
+    (run_dir / "dream" / "finalists.json").write_text(json.dumps(record))
+    settings = json.loads((run_dir / "config.json").read_text())
+    settings["dream"]["patience"] = 2
+    (run_dir / "config.json").write_text(json.dumps(settings))
+    assert "ended early at generation 4: 2 checks in a row" in render_report(run_dir)
 
 
 def test_report_shows_the_heads_of_m_when_logged(run):

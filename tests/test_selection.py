@@ -82,6 +82,7 @@ def test_a_search_out_of_patience_ends_with_its_final_check(tmp_path):
     assert expected_end is not None and expected_end < 12  # the seeds stall it early
     assert summary["generation"] == checks[-1][0] == expected_end
     assert list(load_finalists(run)) == [str(expected_end)]
+    assert load_finalists(run)[str(expected_end)]["stalled"]
     assert int(load_search(run)["stalled"]) == 1
     # a resumed run (the same total) has nothing left to do
     assert evolve(run, progress=False)["generation"] == expected_end

@@ -241,7 +241,9 @@ def evolve(
             )
             stalled = patience_ran_out(settings, search)
             if (generation == total or stalled) and settings.finalists:
-                search = final_check(run_dir, config, search, workers, round_index)
+                search = final_check(
+                    run_dir, config, search, workers, round_index, stalled
+                )
             if stalled:
                 search = dict(search, stalled=jnp.asarray(1))
             checkpointer.save(generation, search)

@@ -179,11 +179,13 @@ def final_check(
     search: dict,
     workers: int,
     round_index: int,
+    stalled: bool = False,
 ) -> dict:
     """Play every finalist on the round's final block and keep the best there.
 
     The finalists, their scores and the seeds go to ``dream/finalists.json``, under the
-    generation at which the check was made.
+    generation at which the check was made, with ``stalled`` when the round ended early
+    (``dream.patience``).
     """
     scores = np.asarray(search["finalist_scores"])
     generations = np.asarray(search["finalist_generations"])
@@ -205,7 +207,7 @@ def final_check(
     if not results:
         return search
     winner = max(results, key=lambda row: row["final_score"])  # first of equals
-    _record(run_dir, int(search["generation"]), seeds, results, winner)
+    _record(run_dir, int(search["generation"]), seeds, results, winner, stalled)
     return dict(
         search,
         best_params=search["finalist_params"][winner["slot"]],
@@ -215,11 +217,12 @@ def final_check(
 
 
 def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
-            winner: dict) -> None:
+            winner: dict, stalled: bool) -> None:
     record = load_finalists(run_dir)
     record[str(generation)] = dict(
         seeds=[seeds.start, seeds.stop - 1],
         kept_generation=winner["generation"],
+        stalled=stalled,
         finalists=[{k: v for k, v in row.items() if k != "slot"} for row in results],
     )
     write_atomic_text(Path(run_dir) / "dream" / FINALISTS_FILENAME,

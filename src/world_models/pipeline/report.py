@@ -165,7 +165,7 @@ def render_report(run_dir: str | Path) -> str:
         lines += paired + [""]
 
     lines += _candidates_section(run_dir)
-    lines += _finalists_section(run_dir)
+    lines += _finalists_section(run_dir, config.dream.patience)
     lines += calibration_section(run_dir)
 
     lines += ["## Training", ""]
@@ -258,7 +258,7 @@ def _candidates_section(run_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def _finalists_section(run_dir: Path) -> list[str]:
+def _finalists_section(run_dir: Path, patience: int) -> list[str]:
     record = load_finalists(run_dir)
     if not record:
         return []
@@ -281,4 +281,10 @@ def _finalists_section(run_dir: Path) -> list[str]:
                 f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
                 f"{check['seeds'][0]}..{check['seeds'][1]} |"
             )
+    stalled = [at for at, check in record.items() if check.get("stalled")]
+    if stalled:
+        lines += ["", (
+            f"The search ended early at generation {', '.join(stalled)}: "
+            f"{patience} checks in a row without a new best (dream.patience)."
+        )]
     return lines + [""]
