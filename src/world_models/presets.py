@@ -92,7 +92,8 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
             ),
             # The plain mean for 20 generations, then each candidate's worst half of
             # dreams: 793.6 against 730.5 on the same M and tests (docs/transfer.md,
-            # twelfth pass); measured on this preset's M only, so quick keeps the mean.
+            # twelfth pass), 726.7 from another CMA seed (thirteenth); measured on
+            # this preset's M only, so quick keeps the mean.
             # Its checks peak by generation 25 and then fall, so a search ends after
             # 3 checks without a new best (thirteenth pass): the same kept controller.
             "dream": dict(CPU_DREAM, worst_fraction=0.5, worst_from=20, patience=3),

@@ -239,7 +239,7 @@ def evolve(
                 run_dir, config, search, logger, workers, round_index,
                 tuple(float(x) for x in estimate),
             )
-            stalled = patience_ran_out(settings, search)
+            stalled = generation < total and patience_ran_out(settings, search)
             if (generation == total or stalled) and settings.finalists:
                 search = final_check(
                     run_dir, config, search, workers, round_index, stalled
