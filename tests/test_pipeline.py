@@ -141,19 +141,29 @@ def test_killed_mid_stage_then_rerun_matches_uninterrupted(smoke_run, tmp_path):
 def test_m_candidates_the_chosen_m_and_search_become_the_runs(smoke_run, tmp_path):
     run_dir = tmp_path / "candidates"
     subprocess.run(smoke_pipeline_command(
-        run_dir, "--set", "pipeline.rnn_candidates=2", "--set", "dream.finalists=1",
+        run_dir, "--set", "pipeline.rnn_candidates=2", "--set",
+        "pipeline.search_candidates=2", "--set", "dream.finalists=1",
         "--set", "dream.final_check_episodes=1"), check=True, cwd=ROOT, timeout=900)
     record = json.loads((run_dir / "candidates.json").read_text())
-    assert [row["rnn_seed"] for row in record["candidates"]] == [0, 1]
+    assert [(row["rnn_seed"], row["dream_seed"]) for row in record["candidates"]] == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
     scores = [row["final_score"] for row in record["candidates"]]
-    assert record["chosen"] == scores.index(max(scores))
+    assert record["chosen_folder"] == record["candidates"][
+        scores.index(max(scores))]["folder"]
     folders = [run_dir / "candidates" / f"m{index}" for index in (0, 1)]
     m0, m1 = (jax.tree.leaves(load_rnn(folder)) for folder in folders)
     # candidate 0 is the M a one-M run trains; candidate 1 another draw
     for a, b in zip(m0, jax.tree.leaves(load_rnn(smoke_run)), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(m0, m1, strict=True))
-    chosen = folders[record["chosen"]]
+    # M seed 0's second search: the same M, another CMA-ES seed
+    second = run_dir / "candidates" / "m0_search1"
+    for a, b in zip(jax.tree.leaves(load_rnn(second)), m0, strict=True):
+        np.testing.assert_array_equal(a, b)
+    means = [np.asarray(load_search(folder)["es_state"].mean)
+             for folder in (folders[0], second)]
+    assert not np.array_equal(*means)
+    chosen = run_dir / "candidates" / record["chosen_folder"]
     for a, b in zip(jax.tree.leaves(load_rnn(run_dir)),
                     jax.tree.leaves(load_rnn(chosen)), strict=True):
         np.testing.assert_array_equal(a, b)

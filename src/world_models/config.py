@@ -50,9 +50,9 @@ class Config:
             f"unknown preset {self.preset!r}; known: {PRESETS}",
         )
         require(
-            self.pipeline.rnn_candidates == 1 or self.dream.finalists > 0,
-            "pipeline.rnn_candidates > 1 compares the candidates' final checks: "
-            "set dream.finalists > 0",
+            self.pipeline.candidates == 1 or self.dream.finalists > 0,
+            "pipeline.rnn_candidates or search_candidates > 1 compares the "
+            "candidates' final checks: set dream.finalists > 0",
         )
         try:
             check_seed_plan(self)

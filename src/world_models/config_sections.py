@@ -261,6 +261,15 @@ class PipelineConfig:
     # dream and keeps the M whose controller scores best in reality: M's seed has moved
     # the test score by ~450 points (pipeline/candidates.py, docs/transfer.md).
     rnn_candidates: int = 1
+    # Each M candidate runs this many searches (CMA-ES seeds dream.seed + s), all
+    # chosen among by the same final check: from another CMA seed one standard search
+    # tested 67 points lower on the same M (docs/transfer.md, thirteenth pass).
+    search_candidates: int = 1
+
+    @property
+    def candidates(self) -> int:
+        """How many searches round 0 runs and chooses among."""
+        return self.rnn_candidates * self.search_candidates
 
     def __post_init__(self):
         require(self.rounds > 0, "pipeline.rounds must be > 0")
@@ -279,3 +288,4 @@ class PipelineConfig:
         )
         require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
         require(self.rnn_candidates > 0, "pipeline.rnn_candidates must be > 0")
+        require(self.search_candidates > 0, "pipeline.search_candidates must be > 0")

@@ -4,9 +4,9 @@ holds: the contenders that ``compare_controllers.py`` plays on the same test see
 A controller's real steps are every real step that went into it: the world model's
 collection, every real check that selected it, and a learner's own real episodes. Each
 dream learner is charged the collection of the data its M learnt from; a run that
-chose its M among candidates by their searches' checks (``pipeline.rnn_candidates``)
-charges those checks to every controller in that M's dream too, since none of them
-would exist without the choice. Checks recorded before their steps were logged count
+chose its M among candidates by their searches' checks (``pipeline.rnn_candidates``,
+``search_candidates``) charges those checks, every search's, to every controller in
+that M's dream too, since none of them would exist without the choice. Checks recorded before their steps were logged count
 as their episodes times the step limit, marked as an upper bound.
 """
 

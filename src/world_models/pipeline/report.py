@@ -239,18 +239,22 @@ def _candidates_section(run_dir: Path) -> list[str]:
         "## M candidates",
         "",
         (
-            "Round 0 trained one M per seed and searched a controller in each dream; "
-            "the M whose kept controller scored best on the shared final block is "
-            "the run's. Each candidate's search is in `candidates/m<index>`."
+            "Round 0 trained one M per seed and searched a controller in each dream "
+            "(one search per CMA-ES seed); the M and search whose kept controller "
+            "scored best on the shared final block are the run's. Each candidate's "
+            "search is in `candidates/<candidate>`."
         ),
         "",
-        "| candidate | M seed | kept generation | final check | seeds |",
-        "|---|---|---|---|---|",
+        "| candidate | M seed | CMA-ES seed | kept generation | final check | seeds |",
+        "|---|---|---|---|---|---|",
     ]
+    chosen_folder = record.get("chosen_folder", f"m{record['chosen']}")
     for row in record["candidates"]:
-        chosen = " (chosen)" if row["index"] == record["chosen"] else ""
+        folder = row.get("folder", f"m{row['index']}")  # older records: one search
+        chosen = " (chosen)" if folder == chosen_folder else ""
+        dream_seed = row.get("dream_seed", "–")
         lines.append(
-            f"| m{row['index']}{chosen} | {row['rnn_seed']} | "
+            f"| {folder}{chosen} | {row['rnn_seed']} | {dream_seed} | "
             f"{row['kept_generation']} | "
             f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
             f"{row['seeds'][0]}..{row['seeds'][1]} |"

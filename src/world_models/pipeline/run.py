@@ -8,9 +8,9 @@ Round K > 0 collects the current agent's own episodes (failures kept) plus the
 configured heuristic drivers, then trains M and C on the union of all rounds: M
 continues from the previous round's checkpoint to (K + 1) × the configured steps, or
 with ``pipeline.retrain_rnn`` starts over (the previous M is kept aside as
-``rnn_roundK-1``). With ``pipeline.rnn_candidates`` > 1, round 0 trains several
-M's and keeps the one whose dream taught the controller that plays best
-(``pipeline/candidates.py``).
+``rnn_roundK-1``). With ``pipeline.rnn_candidates`` or ``search_candidates`` > 1,
+round 0 trains several M's or runs several searches in each, and keeps the M and
+search whose controller plays best (``pipeline/candidates.py``).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _run_round(run_dir: Path, config: Config, k: int, progress: bool) -> None:
         "encode",
         lambda: {"files_written": encode_run(run_dir, progress=progress)},
     )
-    if k == 0 and settings.rnn_candidates > 1:
+    if k == 0 and settings.candidates > 1:
         _train_candidates(run_dir, config, progress)
     else:
         _train_m_and_search(run_dir, config, k, progress)
@@ -183,39 +183,44 @@ def _train_m_and_search(run_dir: Path, config: Config, k: int, progress: bool) -
 
 
 def _train_candidates(run_dir: Path, config: Config, progress: bool) -> None:
-    """Round 0's M candidates, each with its dream search, and the choice among them:
+    """Round 0's M candidates, each with its dream searches, and the choice among them:
     the chosen M and search become the run's, and their markers the round's own."""
     from world_models.dream.evolve import evolve
     from world_models.pipeline import candidates
     from world_models.training.rnn import train_rnn
 
-    for index in range(config.pipeline.rnn_candidates):
-        folder = candidates.prepare_candidate(run_dir, config, index)
+    for index, search in candidates.candidate_pairs(config):
+        folder = candidates.prepare_candidate(run_dir, config, index, search)
+        if search == 0:
+            _run_stage(
+                run_dir,
+                0,
+                f"rnn_m{index}",
+                lambda f=folder: train_rnn(
+                    f, total_steps=config.rnn.steps, progress=progress
+                ),
+            )
         _run_stage(
             run_dir,
             0,
-            f"rnn_m{index}",
-            lambda f=folder: train_rnn(
-                f, total_steps=config.rnn.steps, progress=progress
-            ),
-        )
-        _run_stage(
-            run_dir,
-            0,
-            f"dream_m{index}",
+            f"dream_{folder.name}",
             lambda f=folder: evolve(
                 f, total_generations=config.dream.generations, progress=progress
             ),
         )
     chosen = _run_stage(
         run_dir, 0, "choose_m", lambda: candidates.choose_candidate(run_dir, config)
-    )["summary"]["chosen"]
-    for stage in ("rnn", "dream"):  # the round's own markers: the chosen candidate's
+    )["summary"]
+    # the round's own markers: the chosen candidate's (a record from before searches
+    # were candidates names only the M)
+    folder = chosen.get("chosen_folder", f"m{chosen['chosen']}")
+    for stage, source in (("rnn", f"rnn_m{chosen['chosen']}"),
+                          ("dream", f"dream_{folder}")):
         _run_stage(
             run_dir,
             0,
             stage,
-            lambda s=stage: read_marker(run_dir, 0, f"{s}_m{chosen}")["summary"],
+            lambda s=source: read_marker(run_dir, 0, s)["summary"],
         )
 
 
