@@ -103,7 +103,10 @@ def test_smoke_run_matches_the_recorded_baseline(smoke_run):
         SMOKE_BASELINE.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
     recorded = json.loads(SMOKE_BASELINE.read_text())
     assert sorted(found) == sorted(recorded)
-    assert found == pytest.approx(recorded, rel=1e-4, abs=1e-5, nan_ok=True)
+    # rel 1e-3: the baseline is compared on other CPUs, whose rounding moves values by
+    # up to 4e-4 (CMA-ES's step size after 4 generations, an AMD EPYC against the Xeon
+    # that recorded it); a change in behaviour moves them by far more
+    assert found == pytest.approx(recorded, rel=1e-3, abs=1e-5, nan_ok=True)
 
 
 def test_same_command_again_redoes_nothing(smoke_run):

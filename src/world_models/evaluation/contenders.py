@@ -6,8 +6,9 @@ collection, every real check that selected it, and a learner's own real episodes
 dream learner is charged the collection of the data its M learnt from; a run that
 chose its M among candidates by their searches' checks (``pipeline.rnn_candidates``,
 ``search_candidates``) charges those checks, every search's, to every controller in
-that M's dream too, since none of them would exist without the choice. Checks recorded before their steps were logged count
-as their episodes times the step limit, marked as an upper bound.
+that M's dream too, since none of them would exist without the choice. Checks
+recorded before their steps were logged count as their episodes times the step limit,
+marked as an upper bound.
 """
 
 from __future__ import annotations
