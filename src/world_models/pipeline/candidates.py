@@ -129,6 +129,12 @@ def _copy_into_place(source: Path, destination: Path) -> None:
     partial.rename(destination)
 
 
+def chosen_folder(record: dict[str, Any]) -> str:
+    """The chosen candidate's folder name (records from before searches were
+    candidates name only the M)."""
+    return record.get("chosen_folder", f"m{record['chosen']}")
+
+
 def load_candidates(run_dir: str | os.PathLike) -> dict[str, Any]:
     """``RUN/candidates.json`` ({} for a run that trained one M)."""
     path = Path(run_dir) / CANDIDATES_FILENAME

@@ -15,7 +15,7 @@ from world_models.evaluation.calibration import (
 )
 from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
-from world_models.pipeline.candidates import load_candidates
+from world_models.pipeline.candidates import chosen_folder, load_candidates
 from world_models.pipeline.markers import read_markers
 from world_models.run_directory import load_run_config
 from world_models.stats import paired_difference, summarize
@@ -248,10 +248,10 @@ def _candidates_section(run_dir: Path) -> list[str]:
         "| candidate | M seed | CMA-ES seed | kept generation | final check | seeds |",
         "|---|---|---|---|---|---|",
     ]
-    chosen_folder = record.get("chosen_folder", f"m{record['chosen']}")
+    kept = chosen_folder(record)
     for row in record["candidates"]:
         folder = row.get("folder", f"m{row['index']}")  # older records: one search
-        chosen = " (chosen)" if folder == chosen_folder else ""
+        chosen = " (chosen)" if folder == kept else ""
         dream_seed = row.get("dream_seed", "–")
         lines.append(
             f"| {folder}{chosen} | {row['rnn_seed']} | {dream_seed} | "

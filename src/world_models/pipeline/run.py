@@ -211,11 +211,9 @@ def _train_candidates(run_dir: Path, config: Config, progress: bool) -> None:
     chosen = _run_stage(
         run_dir, 0, "choose_m", lambda: candidates.choose_candidate(run_dir, config)
     )["summary"]
-    # the round's own markers: the chosen candidate's (a record from before searches
-    # were candidates names only the M)
-    folder = chosen.get("chosen_folder", f"m{chosen['chosen']}")
+    # the round's own markers: the chosen candidate's
     for stage, source in (("rnn", f"rnn_m{chosen['chosen']}"),
-                          ("dream", f"dream_{folder}")):
+                          ("dream", f"dream_{candidates.chosen_folder(chosen)}")):
         _run_stage(
             run_dir,
             0,
