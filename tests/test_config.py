@@ -39,6 +39,24 @@ def test_invalid_values_refused(bad):
         apply_overrides(make_config("smoke"), [bad])
 
 
+@pytest.mark.parametrize("bad", [
+    "collect.policies=brownian,recovry",
+    "pipeline.heuristic_policies_later_rounds=[]",  # not how a tuple is emptied
+    "pipeline.heuristic_policies_later_rounds=lander",  # LunarLander's, not CarRacing's
+])
+def test_a_driver_the_env_cannot_collect_with_is_refused_before_any_episode(bad):
+    with pytest.raises(ConfigError, match="cannot collect in CarRacing-v3"):
+        make_config("smoke", overrides=[bad])
+    empty = ["pipeline.heuristic_policies_later_rounds="]
+    emptied = make_config("smoke", overrides=empty)
+    assert emptied.pipeline.heuristic_policies_later_rounds == ()
+
+
+def test_unknown_env_refused_as_a_config_error():
+    with pytest.raises(ConfigError, match="unknown env id"):
+        Config(env_id="CarRacing-v9")
+
+
 def test_unknown_preset_refused():
     with pytest.raises(ConfigError, match="unknown preset"):
         make_config("huge")

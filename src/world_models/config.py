@@ -54,10 +54,34 @@ class Config:
             "pipeline.rnn_candidates or search_candidates > 1 compares the "
             "candidates' final checks: set dream.finalists > 0",
         )
+        self._check_drivers()
         try:
             check_seed_plan(self)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+    def _check_drivers(self) -> None:
+        """Refuse, before any episode is played, a driver the env cannot collect with
+        (a typo found by round 1's collection would cost a whole round 0)."""
+        from world_models.envs import UnknownEnvError, get_spec
+
+        try:
+            known = ("brownian",) + get_spec(self.env_id).heuristic_policies
+        except UnknownEnvError as error:
+            raise ConfigError(str(error)) from None
+        for key, names in (
+            ("collect.policies", self.collect.policies),
+            (
+                "pipeline.heuristic_policies_later_rounds",
+                self.pipeline.heuristic_policies_later_rounds,
+            ),
+        ):
+            unknown = [name for name in names if name not in known]
+            require(
+                not unknown,
+                f"{key}: {', '.join(map(repr, unknown))} cannot collect in "
+                f"{self.env_id}; known: {', '.join(known)}",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
