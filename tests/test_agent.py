@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import json
 import shutil
@@ -132,6 +133,29 @@ def test_on_policy_noise_stays_in_range_and_is_seeded():
     np.testing.assert_array_equal(episode["actions"], again["actions"])
     plain = play_episode("CarRacing-v3", _agent(), seed=5, max_steps=STEPS)
     assert not np.allclose(episode["actions"], plain["actions"])
+
+
+def test_a_runs_agent_acts_with_its_action_noise_in_reality_and_the_dream(tmp_path):
+    from world_models.data.policies import make_policy
+    from world_models.dream.evolve import load_dream
+
+    run = make_tiny_run(tmp_path / "run", overrides=("dream.action_noise=0.2",))
+    config = load_run_config(run)
+    zero = dict(run_dir=str(run), controller="zero")
+    assert make_agent("CarRacing-v3", **zero).noise == 0.2
+    assert make_agent("CarRacing-v3", **zero, noise=0.0).noise == 0.0
+    assert make_policy("on_policy", "CarRacing-v3", **zero).noise == 0.1
+    # the zero controller's own action is (0, 0.5, 0): every deviation is the noise
+    episode = play_episode(
+        "CarRacing-v3", make_agent("CarRacing-v3", **zero), seed=4, max_steps=STEPS
+    )
+    deviation = episode["actions"] - np.array([0.0, 0.5, 0.0], np.float32)
+    assert np.all(deviation[:, 2] >= 0) and np.any(deviation[:, 2] > 0)  # brakes
+    assert 0.05 < deviation[:, :2].std() < 0.4
+    assert load_dream(run, config).action_noise == 0.2
+    dreamless = dataclasses.replace(config.dream, action_noise_in_dream=False)
+    init_run(run, dataclasses.replace(config, dream=dreamless), fresh=True)
+    assert load_dream(run, load_run_config(run)).action_noise == 0.0
 
 
 def test_discrete_agent_explores_with_epsilon():

@@ -378,3 +378,37 @@ def test_dream_frames_show_one_row_per_dream(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "strip.png").size == (3 * 64, 4 * 64 + 4)
+
+
+def test_action_noise_is_the_agents_rule_played_in_the_dream():
+    dream = _random_dream()
+    noisy = dataclasses.replace(dream, action_noise=0.3)
+    action = jnp.array([0.0, 0.5, 0.0])
+    assert noisy.explore(action, jax.random.key(0)).shape == (3,)
+    np.testing.assert_array_equal(dream.explore(action, jax.random.key(0)), action)
+    keys = jax.random.split(jax.random.key(1), 4000)
+    played = np.asarray(jax.vmap(noisy.explore, in_axes=(None, 0))(action, keys))
+    assert played.min() >= -1 and played.max() <= 1 and played[:, 1:].min() >= 0
+    assert played[:, 1].std() == pytest.approx(0.3, rel=0.1)  # gas: rarely clipped
+    assert played[:, 2].mean() == pytest.approx(0.3 * 0.3989, rel=0.1)  # half-normal
+    assert np.mean(played[:, 2] > 0) == pytest.approx(0.5, abs=0.05)
+
+    # M steps on the noisy action: the dream the controller sees changes, reproducibly
+    params, key = _population(dream, 1)[0], jax.random.key(2)
+    quiet, loud = dream.trajectory(params, key)[0], noisy.trajectory(params, key)[0]
+    np.testing.assert_array_equal(quiet[0], loud[0])  # the same start
+    assert not np.allclose(quiet[1:], loud[1:])
+    again = eqx.filter_jit(noisy.trajectory)(params, key)[0]
+    np.testing.assert_allclose(again, loud, rtol=1e-5, atol=1e-6)
+
+
+def test_discrete_action_noise_in_the_dream_is_epsilon_random():
+    lander = get_spec("LunarLander-v3")
+    dream = dataclasses.replace(_random_dream(), spec=lander, action_noise=0.6)
+    keys = jax.random.split(jax.random.key(3), 4000)
+    played = np.asarray(
+        jax.vmap(dream.explore, in_axes=(None, 0))(jnp.int32(2), keys)
+    )
+    assert played.dtype == np.int32 and set(played.tolist()) == {0, 1, 2, 3}
+    # a random pick keeps action 2 a quarter of the time: 0.6 x 3/4 of them change
+    assert np.mean(played != 2) == pytest.approx(0.6 * 0.75, abs=0.03)

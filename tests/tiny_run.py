@@ -30,9 +30,13 @@ TINY_OVERRIDES = (
 )
 
 
-def make_tiny_run(run_dir: Path, episodes: int = 4, steps: int = 12) -> Path:
+def make_tiny_run(
+    run_dir: Path, episodes: int = 4, steps: int = 12, overrides: tuple = ()
+) -> Path:
     """Untrained V (saved as train_vae.py does), random latents, M trained a bit."""
-    config = init_run(run_dir, make_config("smoke", overrides=TINY_OVERRIDES))
+    config = init_run(
+        run_dir, make_config("smoke", overrides=TINY_OVERRIDES + tuple(overrides))
+    )
     vae_state = initial_state(config.vae)
     saver = checkpointer(run_dir, config.vae)
     saver.save(0, vae_state)

@@ -8,10 +8,11 @@ to the env, which differs from C's only when exploration noise is on. The poster
 noise of step t comes from ``latent_key(seed, t)``: an episode replays from its seed.
 
 Registered policies (``policies.make_policy``):
-  agent      kwargs run_dir, controller ("best" | "mean" | "zero") or params (flat)
-  on_policy  the same plus exploration: Gaussian noise of std ``noise`` on continuous
-             actions (clipped to the head's range), epsilon-random with eps=``noise``
-             on discrete actions.
+  agent      kwargs run_dir, controller ("best" | "mean" | "zero") or params (flat);
+             it acts with the run's ``dream.action_noise`` (0 by default)
+  on_policy  the same with exploration ``noise`` instead: Gaussian noise of that std
+             on continuous actions (clipped to the head's range), epsilon-random with
+             eps=``noise`` on discrete actions.
 """
 
 from __future__ import annotations
@@ -256,9 +257,10 @@ def make_agent(
     run_dir: str,
     controller: str = "best",
     params: Sequence[float] | None = None,
-    noise: float = 0.0,
+    noise: float | None = None,
 ) -> Agent:
-    """V and M of ``run_dir`` with the ``controller`` source, or flat ``params``.
+    """V and M of ``run_dir`` with the ``controller`` source, or flat ``params``,
+    acting with ``noise`` (default: the run's ``dream.action_noise``).
 
     ``params`` is a tuple of floats when sent to the worker pool (kwargs are hashed).
     """
@@ -273,6 +275,7 @@ def make_agent(
         )
     else:
         policy_controller = load_controller(run_dir, controller)
+    noise = config.dream.action_noise if noise is None else noise
     return Agent(vae, rnn, policy_controller, get_spec(env_id), noise=noise)
 
 

@@ -162,6 +162,12 @@ class DreamConfig:
     # under a car that left it, and controllers that drive off transfer; 0.5 does not.
     temperature: float = 0.5
     dropout: float = 0.0  # per-rollout dropout mask on the h M's head reads
+    # The controller acts with N(0, action_noise²) added to each continuous action
+    # (clipped to its range; discrete: a random action with this probability): in
+    # reality always (checks, final check, test), in the dream if action_noise_in_dream.
+    # On CarRacing its brake noise is a speed limit C never learns (docs/transfer.md).
+    action_noise: float = 0.0
+    action_noise_in_dream: bool = True
     # M's matmul inputs in the dream: "bfloat16" runs it 1.6-1.9x faster where the
     # hardware has bfloat16 GEMMs (AMX, GPUs); sums stay float32 (docs/benchmarks.md)
     matmul_dtype: str = "float32"
@@ -204,6 +210,7 @@ class DreamConfig:
         require(self.generations >= 0, "dream.generations must be >= 0")
         require(self.temperature > 0, "dream.temperature must be > 0")
         require(0 <= self.dropout < 1, "dream.dropout must be in [0, 1)")
+        require(0 <= self.action_noise < 1, "dream.action_noise must be in [0, 1)")
         require(
             self.matmul_dtype in ("float32", "bfloat16"),
             "dream.matmul_dtype must be float32 or bfloat16",

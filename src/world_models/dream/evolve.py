@@ -136,7 +136,7 @@ def load_dream(
     run_dir: str | os.PathLike, config: Config, temperature: float | None = None
 ) -> Dream:
     """The dream of ``run_dir`` as its config sets it (M, start pool, horizon, τ,
-    dropout, ensemble, matmul dtype); ``temperature`` overrides τ."""
+    dropout, ensemble, matmul dtype, action noise); ``temperature`` overrides τ."""
     settings, spec = config.dream, get_spec(config.env_id)
     rnn = load_rnn(run_dir)
     return make_dream(
@@ -149,6 +149,7 @@ def load_dream(
         dropout=settings.dropout,
         ensemble=settings.ensemble,
         matmul_dtype=settings.matmul_dtype,
+        action_noise=settings.action_noise if settings.action_noise_in_dream else 0.0,
     )
 
 

@@ -48,7 +48,12 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from world_models.dream.devices import device_count, split_candidates
 from world_models.dream.starts import DreamStarts
 from world_models.envs import EnvSpec
-from world_models.models.controller import Controller, act, controller_from_flat
+from world_models.models.controller import (
+    Controller,
+    act,
+    controller_from_flat,
+    head_bounds,
+)
 from world_models.models.mdnrnn import (
     MDNRNN,
     action_to_input,
@@ -58,6 +63,8 @@ from world_models.models.mdnrnn import (
     select_head,
     with_matmul_dtype,
 )
+
+ACTION_NOISE_STREAM = 4  # folded into a rollout's key: apart from its 4 split keys
 
 
 class DreamState(NamedTuple):
@@ -95,6 +102,7 @@ class Dream(eqx.Module):
     dropout: float = eqx.field(static=True, default=0.0)
     ensemble: str = eqx.field(static=True, default="sample")
     done_threshold: float = eqx.field(static=True, default=0.5)
+    action_noise: float = eqx.field(static=True, default=0.0)  # the controller's σ
     # M's LSTM as batch-major GEMMs under vmap (``MDNRNN.advance``); False is the
     # layout the dream had before, kept for benchmarks/dream.py's side-by-side run.
     batch_major: bool = eqx.field(static=True, default=True)
@@ -125,6 +133,8 @@ class Dream(eqx.Module):
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dream dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.action_noise < 1:
+            raise ValueError(f"action noise must be in [0, 1), got {self.action_noise}")
 
     def sample_start(
         self, key: PRNGKeyArray
@@ -198,13 +208,31 @@ class Dream(eqx.Module):
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), reset_state, state)
         return jnp.where(done, reset_obs, obs), state, reward, done
 
+    def explore(self, action: Array, key: PRNGKeyArray) -> Array:
+        """``action`` as the controller plays it with ``action_noise`` (the agent's
+        ``explore_controller`` rule): Gaussian and clipped, or epsilon-random."""
+        if not self.action_noise:
+            return action
+        if self.spec.discrete:
+            pick_key, action_key = jax.random.split(key)
+            random_action = jax.random.randint(action_key, (), 0, self.spec.action_size)
+            explores = jax.random.uniform(pick_key) < self.action_noise
+            return jnp.where(explores, random_action, action).astype(action.dtype)
+        low, high = head_bounds(self.spec)
+        draw = jax.random.normal(key, action.shape)
+        return jnp.clip(action + self.action_noise * draw, low, high)
+
     def _play(self, params: Array, key: PRNGKeyArray, record: bool):
         controller = controller_from_flat(self.template, params)
         noise_key = jax.random.split(key, 4)[1]
+        action_key = jax.random.fold_in(key, ACTION_NOISE_STREAM)
 
         def step(carry, t):
             state, alive, total, length = carry
-            action = act(controller, state.z, state.rnn_state[0], self.spec)
+            action = self.explore(
+                act(controller, state.z, state.rnn_state[0], self.spec),
+                jax.random.fold_in(action_key, t),
+            )
             _, next_state, reward, done = self.step(
                 jax.random.fold_in(noise_key, t), state, action
             )
@@ -268,6 +296,7 @@ def make_dream(
     dropout: float = 0.0,
     ensemble: str = "sample",
     matmul_dtype: str = "float32",
+    action_noise: float = 0.0,
 ) -> Dream:
     """The dream of ``rnn`` from ``starts``; ``matmul_dtype`` "bfloat16" stores M's
     weights for bfloat16 matmuls (``mdnrnn.with_matmul_dtype``)."""
@@ -285,4 +314,5 @@ def make_dream(
         float(temperature),
         float(dropout),
         ensemble,
+        action_noise=float(action_noise),
     )
