@@ -69,6 +69,21 @@ def test_a_later_search_of_an_m_can_be_chosen_and_brings_that_m(tmp_path):
     assert not (tmp_path / "rnn").is_symlink()  # a copy, not the candidate's link
 
 
+def test_a_candidate_is_scored_at_the_noise_its_final_check_kept(tmp_path):
+    _candidate(tmp_path, 0, {5: 300.0}, kept=5)
+    _candidate(tmp_path, 1, {5: 250.0}, kept=5)
+    path = candidate_dir(tmp_path, 1) / "dream" / "finalists.json"
+    record = json.loads(path.read_text())
+    record["10"].update(kept_noise=0.05, noise_levels=[
+        dict(noise=0.1, final_score=250.0, final_std=1.0, real_steps=0),
+        dict(noise=0.05, final_score=340.0, final_std=2.0, real_steps=9)])
+    path.write_text(json.dumps(record))
+    chosen = choose_candidate(tmp_path, _config(2))
+    assert chosen["chosen"] == 1
+    assert (chosen["candidates"][1]["final_score"],
+            chosen["candidates"][1]["final_std"]) == (340.0, 2.0)
+
+
 def test_of_equal_scores_the_first_candidate_is_chosen(tmp_path):
     for index in (0, 1):
         _candidate(tmp_path, index, {5: 200.0}, kept=5)

@@ -25,18 +25,23 @@ def test_overrides_are_typed():
     config = make_config("smoke", overrides=["vae.batch_size=7",
                                               "vae.learning_rate=0.5",
                                               "collect.policies=brownian,recovery",
-                                              "pipeline.retrain_vae=true"])
+                                              "pipeline.retrain_vae=true",
+                                              "dream.finalists=2",
+                                              "dream.final_check_noise=0, 0.05"])
     assert config.vae.batch_size == 7 and config.vae.learning_rate == 0.5
     assert config.collect.policies == ("brownian", "recovery")
     assert config.pipeline.retrain_vae is True
+    assert config.dream.final_check_noise == (0.0, 0.05)  # floats, not strings
 
 
 @pytest.mark.parametrize("bad", ["vae.batch_size=-1", "collect.episodes_per_policy=0",
                                  "vae.nope=1", "nope.x=1", "vae.batch_size=abc",
-                                 "novalue"])
+                                 "novalue", "dream.final_check_noise=0.05",
+                                 "dream.final_check_noise=fast",
+                                 "dream.finalists=1 dream.final_check_noise=1.5"])
 def test_invalid_values_refused(bad):
     with pytest.raises(ConfigError):
-        apply_overrides(make_config("smoke"), [bad])
+        apply_overrides(make_config("smoke"), bad.split())
 
 
 @pytest.mark.parametrize("bad", [

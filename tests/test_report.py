@@ -116,7 +116,14 @@ def test_report_shows_each_finalist_and_the_one_kept(run):
     assert "| 4 | 2 | 61.0 | 40.5 ± 9.0 | 100998000..100998015 |" in report
     assert "| 4 | 4 (kept) | 55.0 | 47.5 ± 8.0 | 100998000..100998015 |" in report
     assert "ended early" not in report
+    assert "action noise" not in report
     record = json.loads((run_dir / "dream" / "finalists.json").read_text())
+    record["4"].update(kept_noise=0.05, noise_levels=[
+        dict(noise=0.1, final_score=47.5, final_std=8.0, real_steps=0),
+        dict(noise=0.05, final_score=52.0, final_std=7.0, real_steps=60)])
+    (run_dir / "dream" / "finalists.json").write_text(json.dumps(record))
+    report = render_report(run_dir)
+    assert "| 0.1 | 47.5 ± 8.0 |" in report and "| 0.05 (kept) | 52.0 ± 7.0 |" in report
     record["4"]["stalled"] = True
     (run_dir / "dream" / "finalists.json").write_text(json.dumps(record))
     settings = json.loads((run_dir / "config.json").read_text())

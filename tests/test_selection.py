@@ -88,3 +88,45 @@ def test_a_search_out_of_patience_ends_with_its_final_check(tmp_path):
     assert evolve(run, progress=False)["generation"] == expected_end
     assert len(read_metrics(run / "dream" / "metrics.jsonl")) == expected_end + len(
         checks)
+
+
+def test_the_final_check_chooses_the_noise_the_kept_controller_acts_at(tmp_path):
+    from world_models.agent import export_agent, kept_action_noise, make_agent
+    from world_models.evaluation.real import evaluate_run
+    from world_models.export import exported_action_noise
+
+    run = make_tiny_run(tmp_path / "run")
+    config = init_run(run, make_config("smoke", overrides=TINY_OVERRIDES + (
+        "dream.generations=2", "dream.real_eval_every=1", "dream.finalists=2",
+        "dream.final_check_episodes=2", "eval.max_steps=60", "dream.action_noise=0.1",
+        "dream.final_check_noise=0.1,0.0,0.6")), fresh=True)
+    summary = evolve(run, progress=False)
+
+    record = load_finalists(run)["2"]
+    levels = record["noise_levels"]
+    assert [row["noise"] for row in levels] == [0.1, 0.0, 0.6]  # the run's, once
+    winner = max(record["finalists"], key=lambda f: f["final_score"])
+    assert levels[0]["final_score"] == winner["final_score"]
+    assert len({row["final_score"] for row in levels}) == 3  # the noise plays a part
+    kept = max(levels, key=lambda row: row["final_score"])
+    assert record["kept_noise"] == kept["noise"]
+    search = load_search(run)
+    assert float(search["best_action_noise"]) == pytest.approx(kept["noise"])
+    assert summary["best_real_score"] == pytest.approx(kept["final_score"])
+    assert summary["best_generation"] == winner["generation"]
+
+    # every level replays its score on the final block, and the agent plays the kept
+    seeds = final_check_seeds(config, 0)
+    for row in levels:
+        replay = real_check(run, config, search["best_params"], 1, seeds, row["noise"])
+        assert np.mean([r["return"] for r in replay]) == pytest.approx(
+            row["final_score"], abs=1e-4)
+    assert kept_action_noise(run) == pytest.approx(kept["noise"])
+    assert make_agent("CarRacing-v3", str(run)).noise == pytest.approx(kept["noise"])
+    assert make_agent("CarRacing-v3", str(run), controller="zero").noise == 0.1
+    report = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False)
+    assert report["action_noise"] == pytest.approx(kept["noise"])
+    exported = export_agent(run, tmp_path / "exported")
+    assert exported_action_noise(exported) == pytest.approx(kept["noise"])
+    assert make_agent("CarRacing-v3", str(exported)).noise == pytest.approx(
+        kept["noise"])

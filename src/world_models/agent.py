@@ -9,7 +9,8 @@ noise of step t comes from ``latent_key(seed, t)``: an episode replays from its 
 
 Registered policies (``policies.make_policy``):
   agent      kwargs run_dir, controller ("best" | "mean" | "zero") or params (flat);
-             it acts with the run's ``dream.action_noise`` (0 by default)
+             it acts with the run's ``dream.action_noise`` (0 by default), the kept
+             controller at the level its final check chose (``kept_action_noise``)
   on_policy  the same with exploration ``noise`` instead: Gaussian noise of that std
              on continuous actions (clipped to the head's range), epsilon-random with
              eps=``noise`` on discrete actions.
@@ -32,7 +33,12 @@ from world_models.config import Config
 from world_models.data.policies import register_policy
 from world_models.dream.search import load_search
 from world_models.envs import EnvSpec, get_spec
-from world_models.export import is_exported, load_exported, write_exported
+from world_models.export import (
+    exported_action_noise,
+    is_exported,
+    load_exported,
+    write_exported,
+)
 from world_models.models.controller import (
     Controller,
     act,
@@ -243,13 +249,29 @@ def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Control
     return controller_from_flat(template, jnp.asarray(flat))
 
 
+def kept_action_noise(run_dir: str | os.PathLike) -> float:
+    """The action noise the kept controller of ``run_dir`` (a run, or an exported
+    agent) acts at: the level its final check chose among ``dream.final_check_noise``,
+    else the run's ``dream.action_noise``."""
+    if is_exported(run_dir):
+        return exported_action_noise(run_dir)
+    config = load_run_config(run_dir)
+    if not config.dream.final_check_noise:
+        return config.dream.action_noise
+    search = load_search(run_dir, config)
+    return float(search["best_action_noise"])
+
+
 def export_agent(
     run_dir: str | os.PathLike, out_dir: str | os.PathLike, controller: str = "best"
 ) -> Path:
-    """Write the V, M and ``controller`` of ``run_dir`` to ``out_dir`` (export.py)."""
+    """Write the V, M and ``controller`` of ``run_dir`` to ``out_dir`` (export.py),
+    with the noise that controller acts at."""
     _, vae, rnn = load_models(str(Path(run_dir)))
     models = dict(vae=vae, rnn=rnn, controller=load_controller(run_dir, controller))
-    return write_exported(run_dir, out_dir, models, controller)
+    noise = (kept_action_noise(run_dir) if controller == "best"
+             else load_run_config(run_dir).dream.action_noise)
+    return write_exported(run_dir, out_dir, models, controller, noise)
 
 
 def make_agent(
@@ -260,7 +282,8 @@ def make_agent(
     noise: float | None = None,
 ) -> Agent:
     """V and M of ``run_dir`` with the ``controller`` source, or flat ``params``,
-    acting with ``noise`` (default: the run's ``dream.action_noise``).
+    acting with ``noise`` (default: ``kept_action_noise`` for the kept controller, the
+    run's ``dream.action_noise`` otherwise).
 
     ``params`` is a tuple of floats when sent to the worker pool (kwargs are hashed).
     """
@@ -275,7 +298,9 @@ def make_agent(
         )
     else:
         policy_controller = load_controller(run_dir, controller)
-    noise = config.dream.action_noise if noise is None else noise
+    if noise is None:
+        kept = params is None and controller == "best"
+        noise = kept_action_noise(run_dir) if kept else config.dream.action_noise
     return Agent(vae, rnn, policy_controller, get_spec(env_id), noise=noise)
 
 

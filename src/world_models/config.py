@@ -148,7 +148,8 @@ def _parse_value(text: str, hint: Any, key: str) -> Any:
         if hint in (int, float, str):
             return hint(text)
         if origin is tuple:
-            return tuple(part.strip() for part in text.split(",") if part.strip())
+            item = typing.get_args(hint)[0]
+            return tuple(item(part.strip()) for part in text.split(",") if part.strip())
     except ValueError:
         raise ConfigError(f"{key}: cannot read {text!r} as {hint}") from None
     raise ConfigError(f"{key}: unsupported field type {hint}")

@@ -186,6 +186,10 @@ class DreamConfig:
     # best check.
     finalists: int = 0
     final_check_episodes: int = 16
+    # Other action_noise levels the final check plays its winner at, on the same
+    # block; the agent then acts at the best level (action_noise first among equals):
+    # reality sets the brake's speed limit the dream got wrong (docs/transfer.md).
+    final_check_noise: tuple[float, ...] = ()
     # A round's search ends once `patience` real checks in a row have not beaten its
     # best (0: it runs all its generations); the final check then runs there. Under
     # pipeline.warm_start_es round k searches up to (k + 1) x generations in all, so
@@ -227,6 +231,14 @@ class DreamConfig:
         require(self.patience >= 0, "dream.patience must be >= 0")
         require(
             self.final_check_episodes > 0, "dream.final_check_episodes must be > 0"
+        )
+        require(
+            all(0 <= level < 1 for level in self.final_check_noise),
+            "dream.final_check_noise levels must be in [0, 1)",
+        )
+        require(
+            self.finalists > 0 or not self.final_check_noise,
+            "dream.final_check_noise needs a final check: set dream.finalists > 0",
         )
         require(self.chunk_size >= 0, "dream.chunk_size must be >= 0")
 

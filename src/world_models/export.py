@@ -7,8 +7,9 @@
                  tree; what the agent acts with (V's encoder, M, C) in float32, V's
                  decoder (only drawn, never acted on) in float16: about 11 MB at paper
                  size instead of 24
-  exported.json  format version, env id, source run, parameter count, and the test
-                 score the run measured, if it has one
+  exported.json  format version, env id, source run, parameter count, the action
+                 noise the controller acts at, and the test score the run measured,
+                 if it has one
 
 ``evaluate_agent.py --run OUT_DIR`` plays it like a run (``agent.make_agent`` loads an
 exported folder with ``load_exported``); the float32 parts are stored bit for bit, so
@@ -72,9 +73,11 @@ def write_exported(
     out_dir: str | os.PathLike,
     models: dict[str, eqx.Module],
     controller: str,
+    action_noise: float | None = None,
 ) -> Path:
     """Write ``models`` (vae, rnn, controller) with ``run_dir``'s config to ``out_dir``
-    (replaced); ``agent.export_agent`` loads them from a run."""
+    (replaced), the controller acting at ``action_noise`` (default: the config's);
+    ``agent.export_agent`` loads them from a run."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = load_run_config(run_dir)
     arrays = {
@@ -93,6 +96,9 @@ def write_exported(
             env_id=config.env_id,
             source_run=str(run_dir),
             controller=controller,
+            action_noise=float(
+                config.dream.action_noise if action_noise is None else action_noise
+            ),
             parameters=int(sum(a.size for a in arrays.values())),
             test=_test_score(run_dir),
         ),
@@ -116,6 +122,15 @@ def _test_score(run_dir: Path) -> dict[str, Any] | None:
         std=report["std"],
         seeds=[min(seeds), max(seeds)],
     )
+
+
+def exported_action_noise(path: str | os.PathLike) -> float:
+    """The action noise an exported controller acts at (exports from before it was
+    recorded: their config's ``dream.action_noise``)."""
+    manifest = json.loads((Path(path) / MANIFEST_FILENAME).read_text())
+    if "action_noise" in manifest:
+        return float(manifest["action_noise"])
+    return load_run_config(path).dream.action_noise
 
 
 def load_exported(

@@ -52,9 +52,12 @@ def initial_search(
     seed: int,
     finalists: int = 0,
     patience: int = 0,
+    action_noise: float | None = None,
 ) -> dict[str, Any]:
     """A search at generation 0 centred on ``mean``. With ``patience`` it carries
-    ``stalled``: set when the round ended early (``dream/evolve.py``)."""
+    ``stalled``: set when the round ended early (``dream/evolve.py``); with
+    ``action_noise`` (given when the final check chooses the noise) the noise the kept
+    controller acts at, ``best_action_noise``."""
     es_state = es.init(jax.random.key(seed), mean, es_params)
     return _arrays(
         dict(
@@ -67,6 +70,7 @@ def initial_search(
             round_start=0,  # generation at which this round's search began
             **empty_finalists(finalists, mean.shape[0]),
             **(dict(stalled=0) if patience else {}),
+            **({} if action_noise is None else dict(best_action_noise=action_noise)),
         )
     )
 
@@ -111,9 +115,16 @@ def search_template(config: Config) -> tuple[CMA_ES, Any, dict[str, Any]]:
     mean = jnp.zeros_like(controller_to_flat(template))
     search = initial_search(
         es, es_params, mean, config.dream.seed, config.dream.finalists,
-        config.dream.patience,
+        config.dream.patience, _chosen_noise(config),
     )
     return es, es_params, search
+
+
+def _chosen_noise(config: Config) -> float | None:
+    """The noise a search starts its kept controller at, if the final check chooses
+    one (``dream.final_check_noise``)."""
+    dream = config.dream
+    return float(dream.action_noise) if dream.final_check_noise else None
 
 
 def search_from_kept(
@@ -124,7 +135,7 @@ def search_from_kept(
     return dict(
         initial_search(
             es, es_params, kept, config.dream.seed, config.dream.finalists,
-            config.dream.patience,
+            config.dream.patience, _chosen_noise(config),
         ),
         best_params=kept,
         best_generation=jnp.asarray(0),

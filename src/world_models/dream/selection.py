@@ -7,6 +7,12 @@ shared block of ``dream.final_check_episodes`` seeds, and the best there is kept
 check of 8 episodes has an SE near 80 on CarRacing, so the best of a dozen checks is
 mostly its luck; the shared block compares the finalists on the same tracks, and none
 of them was chosen on it.
+
+Every check plays at the run's ``dream.action_noise``. With ``dream.final_check_noise``
+the winner of the final check also plays the same block at each of those levels, and
+the agent acts at the best (``best_action_noise`` in the search): on CarRacing the
+brake's share of the noise is a speed limit, which one controller needs and another
+does not (docs/transfer.md, fifteenth pass).
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ def real_check(
     params: np.ndarray,
     workers: int,
     seeds: range,
+    noise: float | None = None,
 ) -> list[dict]:
-    """Real-env episodes of the controller ``params`` on selection ``seeds``."""
+    """Real-env episodes of the controller ``params`` on selection ``seeds``, acting
+    with action ``noise`` (default: the run's ``dream.action_noise``)."""
     from world_models.data.collection import play_episodes
 
     spec = get_spec(config.env_id)
+    noise = config.dream.action_noise if noise is None else noise
     return play_episodes(
         config.env_id,
         "agent",
@@ -46,7 +55,9 @@ def real_check(
         workers,
         step_limit(spec, config.eval.max_steps),
         policy_kwargs=dict(
-            run_dir=str(run_dir), params=tuple(np.asarray(params).tolist())
+            run_dir=str(run_dir),
+            params=tuple(np.asarray(params).tolist()),
+            noise=float(noise),
         ),
         backend=config.collect.backend,
         ray_address=config.collect.ray_address,
@@ -144,7 +155,16 @@ def check_in_reality(
             best_real_score=jnp.asarray(returns.mean(), jnp.float32),
             best_generation=jnp.asarray(generation),
         )
+        search = _at_noise(search, config.dream.action_noise)
     return search
+
+
+def _at_noise(search: dict, noise: float) -> dict:
+    """``search`` whose kept controller acts at ``noise`` (where the search records
+    it: with ``dream.final_check_noise``)."""
+    if "best_action_noise" not in search:
+        return search
+    return dict(search, best_action_noise=jnp.asarray(noise, jnp.float32))
 
 
 def rescore_kept(
@@ -170,6 +190,7 @@ def rescore_kept(
         search = admit_finalist(
             search, search["best_params"], returns.mean(), generation
         )
+    search = _at_noise(search, config.dream.action_noise)
     return dict(search, best_real_score=jnp.asarray(returns.mean(), jnp.float32))
 
 
@@ -181,11 +202,13 @@ def final_check(
     round_index: int,
     stalled: bool = False,
 ) -> dict:
-    """Play every finalist on the round's final block and keep the best there.
+    """Play every finalist on the round's final block and keep the best there; with
+    ``dream.final_check_noise``, play the best at those noise levels too and keep the
+    best level.
 
-    The finalists, their scores and the seeds go to ``dream/finalists.json``, under the
-    generation at which the check was made, with ``stalled`` when the round ended early
-    (``dream.patience``).
+    The finalists, their scores, the levels and the seeds go to
+    ``dream/finalists.json``, under the generation at which the check was made, with
+    ``stalled`` when the round ended early (``dream.patience``).
     """
     scores = np.asarray(search["finalist_scores"])
     generations = np.asarray(search["finalist_generations"])
@@ -207,17 +230,41 @@ def final_check(
     if not results:
         return search
     winner = max(results, key=lambda row: row["final_score"])  # first of equals
-    _record(run_dir, int(search["generation"]), seeds, results, winner, stalled)
-    return dict(
+    kept_params = search["finalist_params"][winner["slot"]]
+    levels = _noise_levels(run_dir, config, kept_params, winner, workers, seeds)
+    kept = max(levels, key=lambda row: row["final_score"])  # the run's noise first
+    _record(run_dir, int(search["generation"]), seeds, results, winner, stalled,
+            levels if config.dream.final_check_noise else [])
+    search = dict(
         search,
-        best_params=search["finalist_params"][winner["slot"]],
-        best_real_score=jnp.asarray(winner["final_score"], jnp.float32),
+        best_params=kept_params,
+        best_real_score=jnp.asarray(kept["final_score"], jnp.float32),
         best_generation=jnp.asarray(winner["generation"]),
     )
+    return _at_noise(search, kept["noise"])
+
+
+def _noise_levels(run_dir: Path, config: Config, params: Any, winner: dict,
+                  workers: int, seeds: range) -> list[dict]:
+    """The final check's winner at the run's noise (as it played) and at each level of
+    ``dream.final_check_noise``, on the same seeds."""
+    levels = [dict(noise=config.dream.action_noise, final_score=winner["final_score"],
+                   final_std=winner["final_std"], real_steps=0)]
+    for noise in config.dream.final_check_noise:
+        if noise == config.dream.action_noise:
+            continue
+        episodes = real_check(run_dir, config, np.asarray(params), workers, seeds,
+                              noise)
+        returns = _returns(episodes)
+        levels.append(dict(noise=float(noise), final_score=float(returns.mean()),
+                           final_std=float(returns.std()), real_steps=_steps(episodes)))
+    return levels
 
 
 def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
-            winner: dict, stalled: bool) -> None:
+            winner: dict, stalled: bool, levels: list[dict]) -> None:
+    """One final check in ``dream/finalists.json``; ``noise_levels`` and
+    ``kept_noise`` only where the check chose the noise."""
     record = load_finalists(run_dir)
     record[str(generation)] = dict(
         seeds=[seeds.start, seeds.stop - 1],
@@ -225,6 +272,9 @@ def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
         stalled=stalled,
         finalists=[{k: v for k, v in row.items() if k != "slot"} for row in results],
     )
+    if levels:
+        kept = max(levels, key=lambda row: row["final_score"])
+        record[str(generation)].update(noise_levels=levels, kept_noise=kept["noise"])
     write_atomic_text(Path(run_dir) / "dream" / FINALISTS_FILENAME,
                       json.dumps(record, indent=2))
 

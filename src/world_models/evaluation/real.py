@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
-from world_models.agent import latent_key, load_models
+from world_models.agent import kept_action_noise, latent_key, load_models
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
@@ -114,6 +114,7 @@ def evaluate_run(
         policy=policy,
         env_id=config.env_id,
         max_steps=limit,
+        **(dict(action_noise=kept_action_noise(run_dir)) if policy == "agent" else {}),
         **summarize_returns(results),
         results=results,
     )

@@ -91,6 +91,9 @@ def candidate_score(folder: str | os.PathLike) -> dict[str, Any]:
     final = record[max(record, key=int)]
     kept = next(row for row in final["finalists"]
                 if row["generation"] == final["kept_generation"])
+    if "kept_noise" in final:  # the final check chose the noise: the score there
+        kept = dict(kept, **next(row for row in final["noise_levels"]
+                                 if row["noise"] == final["kept_noise"]))
     return dict(kept_generation=kept["generation"], final_score=kept["final_score"],
                 final_std=kept["final_std"], seeds=final["seeds"])
 

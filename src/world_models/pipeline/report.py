@@ -285,6 +285,15 @@ def _finalists_section(run_dir: Path, patience: int) -> list[str]:
                 f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
                 f"{check['seeds'][0]}..{check['seeds'][1]} |"
             )
+    for at, check in record.items():
+        if "noise_levels" in check:
+            lines += ["", f"At generation {at} the kept controller played the same "
+                      "block at each action-noise level (dream.final_check_noise):", "",
+                      "| action noise | final check |", "|---|---|"]
+            for row in check["noise_levels"]:
+                kept = " (kept)" if row["noise"] == check["kept_noise"] else ""
+                lines.append(f"| {row['noise']:g}{kept} | "
+                             f"{row['final_score']:.1f} ± {row['final_std']:.1f} |")
     stalled = [at for at, check in record.items() if check.get("stalled")]
     if stalled:
         lines += ["", (
