@@ -234,7 +234,7 @@ def final_check(
     levels = _noise_levels(run_dir, config, kept_params, winner, workers, seeds)
     kept = max(levels, key=lambda row: row["final_score"])  # the run's noise first
     _record(run_dir, int(search["generation"]), seeds, results, winner, stalled,
-            levels if config.dream.final_check_noise else [])
+            levels if config.dream.final_check_noise else [], kept["noise"])
     search = dict(
         search,
         best_params=kept_params,
@@ -262,7 +262,8 @@ def _noise_levels(run_dir: Path, config: Config, params: Any, winner: dict,
 
 
 def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
-            winner: dict, stalled: bool, levels: list[dict]) -> None:
+            winner: dict, stalled: bool, levels: list[dict],
+            kept_noise: float) -> None:
     """One final check in ``dream/finalists.json``; ``noise_levels`` and
     ``kept_noise`` only where the check chose the noise."""
     record = load_finalists(run_dir)
@@ -273,8 +274,7 @@ def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
         finalists=[{k: v for k, v in row.items() if k != "slot"} for row in results],
     )
     if levels:
-        kept = max(levels, key=lambda row: row["final_score"])
-        record[str(generation)].update(noise_levels=levels, kept_noise=kept["noise"])
+        record[str(generation)].update(noise_levels=levels, kept_noise=kept_noise)
     write_atomic_text(Path(run_dir) / "dream" / FINALISTS_FILENAME,
                       json.dumps(record, indent=2))
 
