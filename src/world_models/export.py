@@ -73,11 +73,11 @@ def write_exported(
     out_dir: str | os.PathLike,
     models: dict[str, eqx.Module],
     controller: str,
-    action_noise: float | None = None,
+    action_noise: float,
 ) -> Path:
     """Write ``models`` (vae, rnn, controller) with ``run_dir``'s config to ``out_dir``
-    (replaced), the controller acting at ``action_noise`` (default: the config's);
-    ``agent.export_agent`` loads them from a run."""
+    (replaced), the controller acting at ``action_noise``; ``agent.export_agent``
+    loads them from a run."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = load_run_config(run_dir)
     arrays = {
@@ -96,9 +96,7 @@ def write_exported(
             env_id=config.env_id,
             source_run=str(run_dir),
             controller=controller,
-            action_noise=float(
-                config.dream.action_noise if action_noise is None else action_noise
-            ),
+            action_noise=float(action_noise),
             parameters=int(sum(a.size for a in arrays.values())),
             test=_test_score(run_dir),
         ),
