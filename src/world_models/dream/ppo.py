@@ -17,8 +17,8 @@ ended (no bootstrap), as the CMA-ES dream scores it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import equinox as eqx

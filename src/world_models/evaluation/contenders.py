@@ -34,7 +34,6 @@ from world_models.rl.frame_training import POLICY_DIRNAME
 from world_models.rl.q_agent import DREAM_Q_DIR
 
 
-
 @dataclass(frozen=True)
 class RealSteps:
     steps: int
