@@ -25,6 +25,7 @@ import optax
 
 from world_models.config import make_config
 from world_models.envs import get_spec
+import world_models.models.layers as layers
 from world_models.models.layers import (
     STRIDE,
     xla_strided_conv,
@@ -145,6 +146,8 @@ def _timed_steps(step, state, frames, key, count):
 
 TORCH_VARIANT = "PyTorch 2 threads, eager (subprocess)"
 OURS = "gather + GEMM, custom VJPs, NHWC (ours)"
+# ours before the transposed conv's product-first form (layers._transposed_conv)
+WINDOWS_ONLY = "ours, every transposed conv by gathered windows"
 
 
 def _torch_rate(python: str, workload: str, batch_size: int, steps: int,
@@ -169,6 +172,7 @@ def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
             ("naive", "eqx Conv2d/ConvTranspose2d, NCHW (naive)",
              NaiveConvVAE(z_dim, key=key)),
             ("lax", "lax.conv_general_dilated, NHWC", XlaConvVAE(vae, z_dim)),
+            ("windows", WINDOWS_ONLY, vae),
             ("ours", OURS, vae),
         ]
         if short in only
@@ -180,7 +184,13 @@ def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
         assert count_parameters(model) == count_parameters(vae), name
         step = make_vae_step(optimiser)
         state = (model, optimiser.init(eqx.filter(model, eqx.is_array)))
-        compile_s, state = _timed_steps(step, state, frames, key, 1)
+        products_first = layers._products_first
+        if name == WINDOWS_ONLY:  # traced (on its first call) without the other form
+            layers._products_first = lambda *shape: False
+        try:
+            compile_s, state = _timed_steps(step, state, frames, key, 1)
+        finally:
+            layers._products_first = products_first
         states[name], timings[name] = (step, state), []
         rows.append({"variant": name, "compile_s": compile_s})
     if torch_python:
@@ -313,8 +323,8 @@ def main() -> None:
     parser.add_argument("--torch-python", metavar="PATH",
                         help="a Python with torch: also time benchmarks/"
                         "torch_reference.py (vae, rnn), interleaved with ours")
-    parser.add_argument("--vae-variants", default="naive,lax,ours",
-                        help="comma-separated subset of naive,lax,ours")
+    parser.add_argument("--vae-variants", default="naive,lax,windows,ours",
+                        help="comma-separated subset of naive,lax,windows,ours")
     args = parser.parse_args()
     models = args.models.split(",")
     rows = (bench_vae(args.vae_batch, args.steps, args.repeats,

@@ -59,10 +59,11 @@ def test_shapes_and_ranges():
 @pytest.mark.parametrize(
     "size,kernel", [(64, 4), (31, 4), (14, 4), (1, 5), (5, 5), (13, 6), (30, 6), (4, 5)]
 )
-def test_conv_primitives_match_lax_forward_and_vjp(size, kernel):
-    """strided_conv / transposed_conv (custom VJPs) against lax.conv_general_dilated."""
+@pytest.mark.parametrize("c_in,c_out", [(5, 7), (32, 3)])
+def test_conv_primitives_match_lax_forward_and_vjp(size, kernel, c_in, c_out):
+    """strided_conv / transposed_conv (custom VJPs) against lax.conv_general_dilated;
+    (32, 3) takes the transposed conv's overlap-add form, (5, 7) its window form."""
     keys = jax.random.split(jax.random.PRNGKey(size * 10 + kernel), 4)
-    c_in, c_out = 5, 7
     cases = [(transposed_conv, xla_transposed_conv, (c_in, kernel, kernel, c_out))]
     if size >= kernel:
         cases.append((strided_conv, xla_strided_conv, (kernel, kernel, c_in, c_out)))

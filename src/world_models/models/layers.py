@@ -10,15 +10,17 @@ selects the other.
 Why they are written by hand instead of eqx.nn.Conv2d / ConvTranspose2d: on XLA's
 CPU backend a convolution with lhs dilation (a transposed conv, and the input gradient
 of any strided conv) misses the fast path and runs a generic loop, several times slower
-for this model. Here every layer, forward and backward, is one window gather (a static
-index table; XLA fuses it with the producer's bias/ReLU) plus plain row-major GEMMs,
-with hand-written VJPs: a strided conv gathers its k x k stride-2 windows; a transposed
-conv is computed sub-pixel (each of the 4 output stride phases is a stride-1 conv with
-ceil(k/2)^2 taps: one gather, one GEMM, a depth-to-space reshape), so there is no
-scatter-add anywhere; each one's input gradient is the other one's forward; weight
-gradients materialise the thin operand's transpose so the GEMM is (M, K) x (K, N) (XLA
-otherwise runs a dot contracting dimension 0 as a slow plain loop). Training calls the
-batched methods (``forward_batch``) so each weight gradient is one GEMM over the batch.
+for this model. Here every layer, forward and backward, is a window gather (a static
+index table; XLA fuses it with the producer's bias/ReLU) or a sum of shifted slices,
+plus plain row-major GEMMs, with hand-written VJPs: a strided conv gathers its k x k
+stride-2 windows; a transposed conv is computed sub-pixel (each of the 4 output stride
+phases is a stride-1 conv with ceil(k/2)^2 taps: a window gather and one GEMM, or for a
+thin output one GEMM and a sum of shifted slices; then a depth-to-space reshape), so
+there is no scatter-add anywhere; each one's input gradient is the other one's forward;
+weight gradients materialise the thin operand's transpose so the GEMM is (M, K) x (K,
+N) (XLA otherwise runs a dot contracting dimension 0 as a slow plain loop). Training
+calls the batched methods (``forward_batch``) so each weight gradient is one GEMM over
+the batch.
 """
 
 from __future__ import annotations
@@ -116,9 +118,13 @@ def _transposed_conv(x: Array, weight: Array) -> Array:
     (c_in, k, k, c_out) -> (B, 2(H-1)+k, 2(W-1)+k, c_out), without any scatter-add.
 
     Sub-pixel form: output pixel (2m + r, 2n + s) only sees kernel taps (2p+r, 2q+s),
-    so each of the 4 stride phases is an ordinary stride-1 conv with ceil(k/2)^2 taps;
-    the 4 phases share one window gather and one GEMM (weights zero-padded to an even
-    kernel) and interleave with a reshape (depth-to-space).
+    so each of the 4 stride phases is an ordinary stride-1 conv with ceil(k/2)^2 taps
+    (weights zero-padded to an even kernel), and the phases interleave with a reshape
+    (depth-to-space). Each phase pixel is computed one of two ways, whichever moves
+    fewer floats per pixel: its input windows gathered, then one GEMM (ceil(k/2)^2 x
+    c_in floats), or one GEMM of every input pixel's k x k x c_out products, then
+    the ceil(k/2)^2 shifted slices of those products added (V's last layer, whose
+    c_out is 3: V's training step 1.10x faster, docs/benchmarks.md).
     """
     batch, height, width, c_in = x.shape
     kernel, c_out = weight.shape[1], weight.shape[3]
@@ -129,18 +135,46 @@ def _transposed_conv(x: Array, weight: Array) -> Array:
     taps = -(-kernel // STRIDE)
     even = STRIDE * taps
     w = jnp.pad(weight, ((0, 0), (0, even - kernel), (0, even - kernel), (0, 0)))
-    w = w.reshape(c_in, taps, STRIDE, taps, STRIDE, c_out)[:, ::-1, :, ::-1]
-    w = w.transpose(1, 3, 0, 2, 4, 5).reshape(taps * taps * c_in, -1)
-    pad = taps - 1
-    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    phase_h, phase_w = height + pad, width + pad
-    windows = _gather_windows(x, 1, (taps, taps), (phase_h, phase_w))
-    out = _gemm(windows.reshape(batch * phase_h * phase_w, -1), w)
+    phase_h, phase_w = height + taps - 1, width + taps - 1
+    if _products_first(c_in, c_out, taps):
+        out = _overlap_add(_gemm(x.reshape(-1, c_in), w.reshape(c_in, -1)), x.shape,
+                           taps, c_out)
+    else:
+        w = w.reshape(c_in, taps, STRIDE, taps, STRIDE, c_out)[:, ::-1, :, ::-1]
+        w = w.transpose(1, 3, 0, 2, 4, 5).reshape(taps * taps * c_in, -1)
+        pad = taps - 1
+        x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        windows = _gather_windows(x, 1, (taps, taps), (phase_h, phase_w))
+        out = _gemm(windows.reshape(batch * phase_h * phase_w, -1), w)
     out = out.reshape(batch, phase_h, phase_w, STRIDE, STRIDE, c_out)
     out = out.transpose(0, 1, 3, 2, 4, 5).reshape(
         batch, STRIDE * phase_h, STRIDE * phase_w, c_out
     )
     return out[:, :out_h, :out_w]
+
+
+def _products_first(c_in: int, c_out: int, taps: int) -> bool:
+    """Whether a transposed conv's phase pixels come from per-pixel products (fewer
+    floats moved) rather than gathered windows."""
+    return (STRIDE * taps) ** 2 * c_out < taps * taps * c_in
+
+
+def _overlap_add(
+    products: Array, shape: tuple[int, ...], taps: int, c_out: int
+) -> Array:
+    """Phase pixels (B, H + taps - 1, W + taps - 1, 2, 2, c_out) from every input
+    pixel's products with the even kernel, (B * H * W, (2 taps)^2 c_out): phase pixel
+    m receives tap p of input pixel m - p."""
+    batch, height, width, _ = shape
+    products = products.reshape(batch, height, width, taps, STRIDE, taps, STRIDE, c_out)
+    return sum(
+        jnp.pad(
+            products[:, :, :, p, :, q],
+            ((0, 0), (p, taps - 1 - p), (q, taps - 1 - q), (0, 0), (0, 0), (0, 0)),
+        )
+        for p in range(taps)
+        for q in range(taps)
+    )
 
 
 @jax.custom_vjp
