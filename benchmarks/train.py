@@ -25,7 +25,7 @@ import optax
 
 from world_models.config import make_config
 from world_models.envs import get_spec
-import world_models.models.layers as layers
+from world_models.models import layers
 from world_models.models.layers import (
     STRIDE,
     xla_strided_conv,

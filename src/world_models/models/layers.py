@@ -138,7 +138,7 @@ def _transposed_conv(x: Array, weight: Array) -> Array:
     phase_h, phase_w = height + taps - 1, width + taps - 1
     if _products_first(c_in, c_out, taps):
         out = _overlap_add(_gemm(x.reshape(-1, c_in), w.reshape(c_in, -1)), x.shape,
-                           taps, c_out)
+                           taps)
     else:
         w = w.reshape(c_in, taps, STRIDE, taps, STRIDE, c_out)[:, ::-1, :, ::-1]
         w = w.transpose(1, 3, 0, 2, 4, 5).reshape(taps * taps * c_in, -1)
@@ -159,14 +159,12 @@ def _products_first(c_in: int, c_out: int, taps: int) -> bool:
     return (STRIDE * taps) ** 2 * c_out < taps * taps * c_in
 
 
-def _overlap_add(
-    products: Array, shape: tuple[int, ...], taps: int, c_out: int
-) -> Array:
+def _overlap_add(products: Array, shape: tuple[int, ...], taps: int) -> Array:
     """Phase pixels (B, H + taps - 1, W + taps - 1, 2, 2, c_out) from every input
     pixel's products with the even kernel, (B * H * W, (2 taps)^2 c_out): phase pixel
     m receives tap p of input pixel m - p."""
     batch, height, width, _ = shape
-    products = products.reshape(batch, height, width, taps, STRIDE, taps, STRIDE, c_out)
+    products = products.reshape(batch, height, width, taps, STRIDE, taps, STRIDE, -1)
     return sum(
         jnp.pad(
             products[:, :, :, p, :, q],
