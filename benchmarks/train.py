@@ -25,12 +25,13 @@ import optax
 
 from world_models.config import make_config
 from world_models.envs import get_spec
-from world_models.models import layers
+from world_models.models import layers, mdnrnn
 from world_models.models.layers import (
     STRIDE,
     xla_strided_conv,
     xla_transposed_conv,
 )
+from world_models.models.lstm import cell_sequences, lstm_sequences
 from world_models.models.mdnrnn import rnn_from_config
 from world_models.models.vae import (
     DECODER_CHANNELS,
@@ -225,64 +226,85 @@ def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
     return rows
 
 
+RNN_AUTODIFF = "autodiff through eqx.nn.LSTMCell"
+RNN_OURS = "lstm_sequences: weight gradients one GEMM each (ours)"
+
+
 def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
-              torch_python: str | None = None) -> list[dict]:
+              torch_python: str | None = None,
+              only: tuple[str, ...] = ("autodiff", "ours")) -> list[dict]:
     """MDN-RNN training sequence-steps/s (batch x seq_len per step) at CarRacing sizes,
-    one row per batch size (ratio against the first). With ``torch_python``, the same
-    work in PyTorch (torch_reference.py rnn) takes its turn after ours at each batch
-    size in every round, and each of our rows gets ``ours_over_torch``."""
+    per LSTM kernel (``autodiff``: the train step traced with ``cell_sequences`` in
+    place of ``lstm_sequences``) and batch size; ratios against the first row. With
+    ``torch_python``, the same work in PyTorch (torch_reference.py rnn) takes its turn
+    after ours at each batch size in every round, and each of our rows gets
+    ``ours_over_torch``."""
     config = make_config("quick", "CarRacing-v3", [f"rnn.seq_len={seq_len}"])
     spec = get_spec(config.env_id)
     rnn = rnn_from_config(config, key=jax.random.PRNGKey(0))
-    variants = {f"lax.scan over MDNRNN.step, batch {b}": b for b in batch_sizes}
-    batches = {name: _rnn_batch(b, seq_len, config.vae.z_dim, spec.action_size)
-               for name, b in variants.items()}
     optimiser = make_rnn_optimizer(config.rnn)
-    rnn_step = make_rnn_train_step(optimiser, config.rnn, spec)
+    kernels = [(short, name) for short, name in
+               [("autodiff", RNN_AUTODIFF), ("ours", RNN_OURS)] if short in only]
+    variants = {f"{name}, batch {b}": (b, short) for b in batch_sizes
+                for short, name in kernels}
+    batches = {b: _rnn_batch(b, seq_len, config.vae.z_dim, spec.action_size)
+               for b in batch_sizes}
+    steps_by_kernel = {short: make_rnn_train_step(optimiser, config.rnn, spec)
+                       for short, _ in kernels}  # one jit cache per kernel
 
-    def step(model, opt_state, batch, key):
-        model, opt_state, metrics = rnn_step(model, opt_state, batch, key)
-        return model, opt_state, metrics["loss"]
+    def step_of(kernel):
+        def step(model, opt_state, batch, key):
+            model, opt_state, metrics = steps_by_kernel[kernel](
+                model, opt_state, batch, key)
+            return model, opt_state, metrics["loss"]
+        return step
 
     states, timings, rows = {}, {}, {}
-    for name in variants:
+    for name, (batch_size, kernel) in variants.items():
         state = (rnn, optimiser.init(eqx.filter(rnn, eqx.is_array)))
-        compile_s, state = _timed_steps(step, state, batches[name],
-                                        jax.random.PRNGKey(1), 1)
+        if kernel == "autodiff":  # traced (on its first call) with the cell's VJP
+            mdnrnn.lstm_sequences = cell_sequences
+        try:
+            compile_s, state = _timed_steps(step_of(kernel), state,
+                                            batches[batch_size],
+                                            jax.random.PRNGKey(1), 1)
+        finally:
+            mdnrnn.lstm_sequences = lstm_sequences
         states[name], timings[name] = state, []
         rows[name] = {"variant": name, "compile_s": compile_s}
-    # PyTorch's row and rates for each of our variants (its batch size)
+    # PyTorch's row and rates for each batch size
     torch_rows = {
-        name: {"variant": f"PyTorch nn.LSTM eager, 2 threads, batch {batch_size}",
-               "compile_s": 0.0}
-        for name, batch_size in variants.items()
+        b: {"variant": f"PyTorch nn.LSTM eager, 2 threads, batch {b}",
+            "compile_s": 0.0}
+        for b in batch_sizes
     } if torch_python else {}
-    torch_timings = {name: [] for name in torch_rows}
+    torch_timings = {b: [] for b in torch_rows}
     for _ in range(repeats):
-        for name, batch_size in variants.items():
-            seconds, states[name] = _timed_steps(step, states[name], batches[name],
+        for name, (batch_size, kernel) in variants.items():
+            seconds, states[name] = _timed_steps(step_of(kernel), states[name],
+                                                 batches[batch_size],
                                                  jax.random.PRNGKey(2), steps)
             timings[name].append(batch_size * seq_len * steps / seconds)
-            if torch_python:
-                rate, torch_rows[name]["compile_s"] = _torch_rate(
-                    torch_python, "rnn", batch_size, steps, seq_len=seq_len)
-                torch_timings[name].append(rate)
+        for batch_size in torch_rows:
+            rate, torch_rows[batch_size]["compile_s"] = _torch_rate(
+                torch_python, "rnn", batch_size, steps, seq_len=seq_len)
+            torch_timings[batch_size].append(rate)
     baseline = statistics.median(timings[next(iter(variants))])
 
-    def summarise(row: dict, name: str, rates: list[float]) -> dict:
-        row.update(model="rnn", unit="seq-steps/s", batch_size=variants[name],
+    def summarise(row: dict, batch_size: int, rates: list[float]) -> dict:
+        row.update(model="rnn", unit="seq-steps/s", batch_size=batch_size,
                    seq_len=seq_len, median=statistics.median(rates), min=min(rates),
                    max=max(rates), ratio=statistics.median(rates) / baseline)
         return row
 
     for name, row in rows.items():
-        summarise(row, name, timings[name])
+        batch_size = variants[name][0]
+        summarise(row, batch_size, timings[name])
         if torch_python:
             row["ours_over_torch"] = row["median"] / statistics.median(
-                torch_timings[name])
+                torch_timings[batch_size])
     return [*rows.values(),
-            *(summarise(row, name, torch_timings[name])
-              for name, row in torch_rows.items())]
+            *(summarise(row, b, torch_timings[b]) for b, row in torch_rows.items())]
 
 
 def _rnn_batch(batch_size: int, seq_len: int, z_dim: int, action_size: int) -> dict:
@@ -325,6 +347,8 @@ def main() -> None:
                         "torch_reference.py (vae, rnn), interleaved with ours")
     parser.add_argument("--vae-variants", default="naive,lax,windows,ours",
                         help="comma-separated subset of naive,lax,windows,ours")
+    parser.add_argument("--rnn-variants", default="autodiff,ours",
+                        help="comma-separated subset of autodiff,ours")
     args = parser.parse_args()
     models = args.models.split(",")
     rows = (bench_vae(args.vae_batch, args.steps, args.repeats,
@@ -335,11 +359,10 @@ def main() -> None:
         print(f"ours / PyTorch (same rounds): {rows[0]['ours_over_torch']:.2f}")
     if "rnn" in models:
         rows += bench_rnn(args.rnn_batch, args.rnn_seq_len, args.steps, args.repeats,
-                          args.torch_python)
+                          args.torch_python, only=args.rnn_variants.split(","))
         for row in rows:
             if row["model"] == "rnn" and "ours_over_torch" in row:
-                print(f"M ours / PyTorch, batch {row['batch_size']}: "
-                      f"{row['ours_over_torch']:.2f}")
+                print(f"M {row['variant']} / PyTorch: {row['ours_over_torch']:.2f}")
     print_table(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     machine = {

@@ -9,14 +9,12 @@ from scipy import stats
 
 from world_models.config import make_config
 from world_models.envs import get_spec
-from world_models.models.mdnrnn import (
-    MDNRNN,
+from world_models.models.mdnrnn import MDNRNN, action_to_input, rnn_from_config
+from world_models.models.mixture import (
     MDNOutput,
-    action_to_input,
     mdn_log_prob,
     mode_next_z,
     pessimistic,
-    rnn_from_config,
     sample_next_z,
 )
 from world_models.training.rnn_loss import asymmetric_reward_error, termination_bce

@@ -25,7 +25,8 @@ from world_models.evaluation.prediction_record import (
     to_gray84,
 )
 from world_models.evaluation.safe_pickle import safe_load_pickle
-from world_models.models.mdnrnn import MDNRNN, mode_next_z, sample_next_z
+from world_models.models.mdnrnn import MDNRNN
+from world_models.models.mixture import mode_next_z, sample_next_z
 from world_models.models.vae import ConvVAE
 
 

@@ -47,7 +47,8 @@ from world_models.models.controller import (
     make_controller,
     zero_controller,
 )
-from world_models.models.mdnrnn import MDNRNN, MDNOutput, action_to_input
+from world_models.models.mdnrnn import MDNRNN, action_to_input
+from world_models.models.mixture import MDNOutput
 from world_models.models.vae import ConvVAE, frames_to_float, sample_posterior
 from world_models.run_directory import load_run_config
 from world_models.training.rnn import latest_rnn_step, load_rnn
@@ -116,8 +117,7 @@ class Agent:
     """V+M+C with optional exploration noise; follows the ``policies.Policy`` protocol.
 
     After each ``act``, ``last_z`` and ``last_output`` (M's prediction of the next z,
-    this step's reward and termination) are available for visualisation.
-    """
+    this step's reward and termination) are available for visualisation."""
 
     choose = staticmethod(explore_controller)  # agent_step's choice of the action
 

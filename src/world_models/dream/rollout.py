@@ -58,11 +58,9 @@ from world_models.models.mdnrnn import (
     MDNRNN,
     action_to_input,
     dropout_mask,
-    pessimistic,
-    sample_next_z,
-    select_head,
     with_matmul_dtype,
 )
+from world_models.models.mixture import pessimistic, sample_next_z, select_head
 
 ACTION_NOISE_STREAM = 4  # folded into a rollout's key: apart from its 4 split keys
 

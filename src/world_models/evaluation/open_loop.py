@@ -14,7 +14,7 @@ import numpy as np
 
 from world_models.data.episodes import list_episodes
 from world_models.data.samplers import split_by_episode
-from world_models.models.mdnrnn import mode_next_z, sample_next_z
+from world_models.models.mixture import mode_next_z, sample_next_z
 
 
 def choose_windows(

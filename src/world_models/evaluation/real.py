@@ -25,7 +25,8 @@ from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
 from world_models.envs import get_spec, step_limit
 from world_models.files import write_atomic_text
-from world_models.models.mdnrnn import MDNRNN, action_to_input, mode_next_z
+from world_models.models.mdnrnn import MDNRNN, action_to_input
+from world_models.models.mixture import mode_next_z
 from world_models.models.vae import (
     ConvVAE,
     decode_latents,

@@ -12,8 +12,6 @@ reward of a terminating step is one learned scalar (``terminal_reward``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -22,19 +20,10 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from world_models.config import Config, RNNConfig
 from world_models.envs import EnvSpec, get_spec
+from world_models.models.lstm import lstm_sequences
+from world_models.models.mixture import MDNOutput, sample_next_z, select_head
 
 LSTMState = tuple[Float[Array, " hidden"], Float[Array, " hidden"]]
-_LOG_SQRT_2PI = 0.5 * float(np.log(2.0 * np.pi))
-
-
-class MDNOutput(NamedTuple):
-    """M's prediction for one step (a leading time/batch axis is added by scan/vmap)."""
-
-    logit_pi: Float[Array, "z k"]  # unnormalised mixture logits per latent dimension
-    mu: Float[Array, "z k"]
-    log_sigma: Float[Array, "z k"]  # already clamped to [log_std_min, log_std_max]
-    reward: Float[Array, ""]
-    done_logit: Float[Array, ""]
 
 
 class MDNRNN(eqx.Module):
@@ -177,6 +166,23 @@ class MDNRNN(eqx.Module):
         outputs = jax.vmap(lambda h: self.heads(h, head_mask))(hs)
         return state, outputs if all_heads else select_head(outputs, 0, axis=1)
 
+    def sequences(
+        self,
+        zs: Float[Array, "b t z"],
+        actions: Float[Array, "b t a"],
+        head_masks: Float[Array, "b hidden"],
+    ) -> MDNOutput:
+        """``__call__`` from the initial state over a batch of sequences, every
+        head's outputs (leading batch, time, heads axes), each sequence's head reading
+        h through its own mask. For training: the LSTM runs as ``lstm_sequences``,
+        whose weight gradients are one GEMM each (batch-major, so its sums round
+        differently from ``__call__``'s)."""
+        xs = jnp.concatenate([zs, actions.astype(zs.dtype)], axis=-1)
+        zeros = jnp.zeros((zs.shape[0], self.hidden_size), zs.dtype)
+        hs = lstm_sequences(self.cell, xs, (zeros, zeros))
+        over_time = jax.vmap(self.heads, in_axes=(0, None))
+        return jax.vmap(over_time)(hs, head_masks)
+
     def open_loop(
         self,
         zs: Float[Array, "t z"],
@@ -227,20 +233,6 @@ def with_matmul_dtype(rnn: MDNRNN, dtype: str) -> MDNRNN:
     return eqx.tree_at(weights, rnn, [w.astype(dtype) for w in weights(rnn)])
 
 
-def select_head(outputs: MDNOutput, member: int | Array, axis: int = 0) -> MDNOutput:
-    """One head's prediction out of ``heads`` outputs (heads on ``axis``)."""
-    return jax.tree.map(lambda x: jnp.take(x, member, axis=axis), outputs)
-
-
-def pessimistic(outputs: MDNOutput, member: int | Array) -> MDNOutput:
-    """Head ``member``'s next-z mixture with the ensemble's lowest reward and highest
-    termination logit: the dream pays what the least optimistic head predicts."""
-    chosen = select_head(outputs, member)
-    return chosen._replace(
-        reward=outputs.reward.min(), done_logit=outputs.done_logit.max()
-    )
-
-
 def dropout_mask(
     key: PRNGKeyArray, hidden_size: int, rate: float
 ) -> Float[Array, " hidden"]:
@@ -252,41 +244,6 @@ def dropout_mask(
         return jnp.ones((hidden_size,), jnp.float32)
     keep = jax.random.bernoulli(key, 1.0 - rate, (hidden_size,))
     return keep.astype(jnp.float32) / (1.0 - rate)
-
-
-def mdn_log_prob(
-    out: MDNOutput, z_next: Float[Array, "... z"]
-) -> Float[Array, "... z"]:
-    """log p(z_next) under the per-dimension mixture, one value per latent dimension.
-
-    Works for any leading axes shared by ``out`` (…, Z, K) and ``z_next`` (…, Z).
-    """
-    log_pi = jax.nn.log_softmax(out.logit_pi, axis=-1)
-    scaled = (z_next[..., None] - out.mu) * jnp.exp(-out.log_sigma)
-    log_normal = -0.5 * scaled**2 - out.log_sigma - _LOG_SQRT_2PI
-    return jax.nn.logsumexp(log_pi + log_normal, axis=-1)
-
-
-def sample_next_z(
-    out: MDNOutput, key: PRNGKeyArray, temperature: float | Array = 1.0
-) -> Float[Array, " z"]:
-    """Draw z_{t+1}: per dim a component ~ softmax(logits/τ), then N(mu, (σ√τ)²)."""
-    component_key, noise_key = jax.random.split(key)
-    component = jax.random.categorical(
-        component_key, out.logit_pi / temperature, axis=-1
-    )
-    mu = jnp.take_along_axis(out.mu, component[..., None], axis=-1)[..., 0]
-    log_sigma = jnp.take_along_axis(out.log_sigma, component[..., None], axis=-1)[
-        ..., 0
-    ]
-    noise = jax.random.normal(noise_key, mu.shape, mu.dtype)
-    return mu + jnp.exp(log_sigma) * jnp.sqrt(temperature) * noise
-
-
-def mode_next_z(out: MDNOutput) -> Float[Array, " z"]:
-    """Mean of the most likely component per dimension (the τ -> 0 limit)."""
-    component = jnp.argmax(out.logit_pi, axis=-1)
-    return jnp.take_along_axis(out.mu, component[..., None], axis=-1)[..., 0]
 
 
 def action_to_input(action: Array | np.ndarray | int, spec: EnvSpec) -> Array:

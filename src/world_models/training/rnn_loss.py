@@ -19,12 +19,8 @@ from jaxtyping import Array
 
 from world_models.config_sections import RNNConfig
 from world_models.envs import EnvSpec
-from world_models.models.mdnrnn import (
-    MDNRNN,
-    action_to_input,
-    dropout_mask,
-    mdn_log_prob,
-)
+from world_models.models.mdnrnn import MDNRNN, action_to_input, dropout_mask
+from world_models.models.mixture import mdn_log_prob
 from world_models.models.vae import sample_posterior
 
 Batch = dict[str, Any]
@@ -81,10 +77,7 @@ def predict_batch(
         jax.random.split(mask_key, mu.shape[0]), model.hidden_size, dropout
     )
     if not open_loop_fraction:
-        _, outputs = jax.vmap(model, in_axes=(0, 0, None, 0, None))(
-            z[:, :-1], actions, None, masks, True
-        )
-        return outputs, z[:, 1:, None]
+        return model.sequences(z[:, :-1], actions, masks), z[:, 1:, None]
     windows, length = actions.shape[:2]
     coin_key, start_key, draw_key = jax.random.split(jax.random.fold_in(key, 2), 3)
     opens = jax.random.bernoulli(coin_key, open_loop_fraction, (windows,))

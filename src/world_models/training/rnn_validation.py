@@ -14,7 +14,8 @@ import numpy as np
 from world_models.config import RNNConfig
 from world_models.data.samplers import SequenceSampler
 from world_models.envs import EnvSpec
-from world_models.models.mdnrnn import MDNRNN, mdn_log_prob, select_head
+from world_models.models.mdnrnn import MDNRNN
+from world_models.models.mixture import mdn_log_prob, select_head
 from world_models.training.rnn_loss import Batch, predict_batch
 
 
