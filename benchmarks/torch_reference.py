@@ -1,6 +1,7 @@
-"""Reference: this library's three hot loops in plain PyTorch eager on the CPU.
+"""Reference: this library's hot loops in plain PyTorch eager on the CPU.
 
     python benchmarks/torch_reference.py vae   [--batch 64 --steps 5 --threads 2]
+    python benchmarks/torch_reference.py encode [--batch 256]
     python benchmarks/torch_reference.py rnn   [--batch 32 --seq-len 100]
     python benchmarks/torch_reference.py dream [--batch 256 --horizon 50]
 
@@ -11,6 +12,7 @@ LSTM 256, 5 mixtures per dimension, the ConvVAE of 4,348,547 parameters). Each c
 does the work of ours:
 
   vae    one Adam step (1e-4) of the ConvVAE: reconstruction + KL with free bits
+  encode V's encoder (mean and log-variance) on a batch of uint8 frames, no gradient
   rnn    one Adam step (1e-3) of M on windows: z drawn from the posterior, nn.LSTM over
          the window, the head (3·5·32 mixture parameters + reward + termination logit)
          at every step, per-dimension mixture NLL, asymmetric reward error (5x above
@@ -40,8 +42,8 @@ Z, ACTIONS, HIDDEN, MIXTURES = 32, 3, 256, 5
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def vae_call(torch, nn, args):
-    """(one Adam step of the ConvVAE, images per call)."""
+def conv_vae(torch, nn):
+    """The paper's ConvVAE (4,348,547 parameters), NCHW."""
 
     class VAE(nn.Module):
         def __init__(self):
@@ -67,6 +69,12 @@ def vae_call(torch, nn, args):
     model = VAE()
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == 4_348_547, n_params
+    return model
+
+
+def vae_call(torch, nn, args):
+    """(one Adam step of the ConvVAE, images per call)."""
+    model = conv_vae(torch, nn)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     frames = torch.rand(args.batch, 3, 64, 64)
 
@@ -80,6 +88,20 @@ def vae_call(torch, nn, args):
         optimiser.step()
 
     return step, args.batch
+
+
+def encode_call(torch, nn, args):
+    """(the encoder's mean and log-variance of a batch of uint8 frames, as
+    process_data computes them, images per call)."""
+    model = conv_vae(torch, nn)
+    frames = torch.randint(0, 256, (args.batch, 64, 64, 3), dtype=torch.uint8)
+
+    @torch.no_grad()
+    def encode():
+        h = model.enc(frames.permute(0, 3, 1, 2).float() / 255.0)
+        return model.mu(h), model.logvar(h)
+
+    return encode, args.batch
 
 
 def rnn_call(torch, nn, args):
@@ -168,6 +190,7 @@ def measure(python: str, workload: str, **options) -> dict:
 
 WORKLOADS = {
     "vae": (vae_call, "images/s", 64),
+    "encode": (encode_call, "images/s", 256),
     "rnn": (rnn_call, "seq-steps/s", 32),
     "dream": (dream_call, "agent-steps/s", 256),
 }
@@ -176,7 +199,8 @@ WORKLOADS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=WORKLOADS)
-    parser.add_argument("--batch", type=int, help="default: vae 64, rnn 32, dream 256")
+    parser.add_argument("--batch", type=int,
+                        help="default: vae 64, encode 256, rnn 32, dream 256")
     parser.add_argument("--steps", type=int, default=5, help="calls per timed repeat")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)

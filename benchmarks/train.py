@@ -1,4 +1,4 @@
-"""Training throughput of V (images/s) and M, variants side by side in one process.
+"""Training throughput of V (images/s) and M, and V's encoding, variants side by side.
 
     uv run python benchmarks/train.py [--vae-batch 64 --steps 20 --repeats 5]
 
@@ -42,6 +42,7 @@ from world_models.models.vae import (
     IMAGE_SHAPE,
     ConvVAE,
     count_parameters,
+    encode_frames,
     vae_loss,
 )
 from world_models.training.rnn_loss import make_optimizer as make_rnn_optimizer
@@ -307,6 +308,42 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
             *(summarise(row, b, torch_timings[b]) for b, row in torch_rows.items())]
 
 
+def bench_encode(batch_size: int, steps: int, repeats: int,
+                 torch_python: str | None = None, z_dim: int = 32) -> list[dict]:
+    """process_data's work: images/s of ``encode_frames`` (uint8 frames to V's mean
+    and log-variance in jitted batches of ``batch_size``, host arrays in and out)
+    over ``steps`` batches per repeat. With ``torch_python``, PyTorch's encoder
+    (torch_reference.py encode) takes its turn after ours in every round."""
+    vae = ConvVAE(z_dim, key=jax.random.PRNGKey(0))
+    frames = np.random.default_rng(0).integers(
+        0, 256, (batch_size * steps,) + IMAGE_SHAPE, dtype=np.uint8)
+    start = time.perf_counter()
+    encode_frames(vae, frames[:batch_size], batch_size)
+    rows = [{"variant": "ours: encode_frames, jitted batches", "compile_s":
+             time.perf_counter() - start}]
+    if torch_python:
+        rows.append({"variant": "PyTorch 2 threads, eager, no_grad (subprocess)",
+                     "compile_s": 0.0})
+    rates = {row["variant"]: [] for row in rows}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        encode_frames(vae, frames, batch_size)
+        rates[rows[0]["variant"]].append(len(frames) / (time.perf_counter() - start))
+        if torch_python:
+            rate, rows[1]["compile_s"] = _torch_rate(torch_python, "encode",
+                                                     batch_size, steps)
+            rates[rows[1]["variant"]].append(rate)
+    ours = statistics.median(rates[rows[0]["variant"]])
+    for row in rows:
+        got = rates[row["variant"]]
+        row.update(model="encode", unit="images/s", batch_size=batch_size,
+                   median=statistics.median(got), min=min(got), max=max(got),
+                   ratio=statistics.median(got) / ours)
+        if torch_python:
+            row["ours_over_torch"] = ours / statistics.median(rates[rows[1]["variant"]])
+    return rows
+
+
 def _rnn_batch(batch_size: int, seq_len: int, z_dim: int, action_size: int) -> dict:
     rng = np.random.default_rng(0)
     return dict(
@@ -341,7 +378,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rnn-batch", type=int, nargs="+", default=[32, 100])
     parser.add_argument("--rnn-seq-len", type=int, default=100)
-    parser.add_argument("--models", default="vae,rnn", help="comma-separated: vae,rnn")
+    parser.add_argument("--encode-batch", type=int, default=256)
+    parser.add_argument("--models", default="vae,encode,rnn",
+                        help="comma-separated: vae,encode,rnn")
     parser.add_argument("--torch-python", metavar="PATH",
                         help="a Python with torch: also time benchmarks/"
                         "torch_reference.py (vae, rnn), interleaved with ours")
@@ -357,6 +396,11 @@ def main() -> None:
             if "vae" in models else [])
     if any("ours_over_torch" in r for r in rows):
         print(f"ours / PyTorch (same rounds): {rows[0]['ours_over_torch']:.2f}")
+    if "encode" in models:
+        rows += bench_encode(args.encode_batch, args.steps, args.repeats,
+                             args.torch_python)
+        if "ours_over_torch" in rows[-1]:
+            print(f"encoding ours / PyTorch: {rows[-1]['ours_over_torch']:.2f}")
     if "rnn" in models:
         rows += bench_rnn(args.rnn_batch, args.rnn_seq_len, args.steps, args.repeats,
                           args.torch_python, only=args.rnn_variants.split(","))
