@@ -1,9 +1,9 @@
 """MDN-RNN (M): an LSTM over [z_t, a_t], a mixture-density head per latent dimension.
 
 Alignment: from (z_t, a_t) and the state h_t, M predicts z_{t+1}, the reward r_t that
-step(a_t) returned and terminated_t. ``step`` is the one recurrent function used by
-training, the dream, the acting agent and the prediction-error tools; ``__call__`` runs
-it over a sequence.
+step(a_t) returned and terminated_t. ``step`` is the recurrent function of the dream,
+the acting agent and the prediction-error tools; ``__call__`` runs it over a sequence;
+training runs the same cell over a batch through ``sequences`` (``models/lstm``).
 
 Mixture: K components for EACH latent dimension, with their own logits, means and
 log-stds (output width 3*K*Z), then a scalar reward head and a termination logit. The
