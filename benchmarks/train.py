@@ -10,6 +10,7 @@ Compile time (first call) is reported apart from the steady state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -31,7 +32,7 @@ from world_models.models.layers import (
     xla_strided_conv,
     xla_transposed_conv,
 )
-from world_models.models.lstm import cell_sequences, lstm_sequences
+from world_models.models.lstm import cell_sequences
 from world_models.models.mdnrnn import rnn_from_config
 from world_models.models.vae import (
     DECODER_CHANNELS,
@@ -152,6 +153,19 @@ OURS = "gather + GEMM, custom VJPs, NHWC (ours)"
 WINDOWS_ONLY = "ours, every transposed conv by gathered windows"
 
 
+@contextlib.contextmanager
+def _patched(module, name: str, value, active: bool = True):
+    """``module.name`` set to ``value`` inside the block (when ``active``): a variant
+    of ours traced, on its first call, with one piece swapped."""
+    original = getattr(module, name)
+    if active:
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
 def _torch_rate(python: str, workload: str, batch_size: int, steps: int,
                 **options) -> tuple[float, float]:
     """(rate, first-call s) of torch_reference.py's ``workload`` run by ``python``."""
@@ -186,13 +200,9 @@ def bench_vae(batch_size: int, steps: int, repeats: int, z_dim: int = 32,
         assert count_parameters(model) == count_parameters(vae), name
         step = make_vae_step(optimiser)
         state = (model, optimiser.init(eqx.filter(model, eqx.is_array)))
-        products_first = layers._products_first
-        if name == WINDOWS_ONLY:  # traced (on its first call) without the other form
-            layers._products_first = lambda *shape: False
-        try:
+        windows_only = name == WINDOWS_ONLY  # traced without the product-first form
+        with _patched(layers, "_products_first", lambda *shape: False, windows_only):
             compile_s, state = _timed_steps(step, state, frames, key, 1)
-        finally:
-            layers._products_first = products_first
         states[name], timings[name] = (step, state), []
         rows.append({"variant": name, "compile_s": compile_s})
     if torch_python:
@@ -250,27 +260,23 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
                 for short, name in kernels}
     batches = {b: _rnn_batch(b, seq_len, config.vae.z_dim, spec.action_size)
                for b in batch_sizes}
-    steps_by_kernel = {short: make_rnn_train_step(optimiser, config.rnn, spec)
-                       for short, _ in kernels}  # one jit cache per kernel
-
-    def step_of(kernel):
+    def loss_only(train_step):
         def step(model, opt_state, batch, key):
-            model, opt_state, metrics = steps_by_kernel[kernel](
-                model, opt_state, batch, key)
+            model, opt_state, metrics = train_step(model, opt_state, batch, key)
             return model, opt_state, metrics["loss"]
         return step
+
+    step_of = {short: loss_only(make_rnn_train_step(optimiser, config.rnn, spec))
+               for short, _ in kernels}  # one jit cache per kernel
 
     states, timings, rows = {}, {}, {}
     for name, (batch_size, kernel) in variants.items():
         state = (rnn, optimiser.init(eqx.filter(rnn, eqx.is_array)))
-        if kernel == "autodiff":  # traced (on its first call) with the cell's VJP
-            mdnrnn.lstm_sequences = cell_sequences
-        try:
-            compile_s, state = _timed_steps(step_of(kernel), state,
+        autodiff = kernel == "autodiff"  # traced with the cell's autodiff VJP
+        with _patched(mdnrnn, "lstm_sequences", cell_sequences, autodiff):
+            compile_s, state = _timed_steps(step_of[kernel], state,
                                             batches[batch_size],
                                             jax.random.PRNGKey(1), 1)
-        finally:
-            mdnrnn.lstm_sequences = lstm_sequences
         states[name], timings[name] = state, []
         rows[name] = {"variant": name, "compile_s": compile_s}
     # PyTorch's row and rates for each batch size
@@ -282,7 +288,7 @@ def bench_rnn(batch_sizes: list[int], seq_len: int, steps: int, repeats: int,
     torch_timings = {b: [] for b in torch_rows}
     for _ in range(repeats):
         for name, (batch_size, kernel) in variants.items():
-            seconds, states[name] = _timed_steps(step_of(kernel), states[name],
+            seconds, states[name] = _timed_steps(step_of[kernel], states[name],
                                                  batches[batch_size],
                                                  jax.random.PRNGKey(2), steps)
             timings[name].append(batch_size * seq_len * steps / seconds)
@@ -383,7 +389,7 @@ def main() -> None:
                         help="comma-separated: vae,encode,rnn")
     parser.add_argument("--torch-python", metavar="PATH",
                         help="a Python with torch: also time benchmarks/"
-                        "torch_reference.py (vae, rnn), interleaved with ours")
+                        "torch_reference.py (vae, encode, rnn), interleaved with ours")
     parser.add_argument("--vae-variants", default="naive,lax,windows,ours",
                         help="comma-separated subset of naive,lax,windows,ours")
     parser.add_argument("--rnn-variants", default="autodiff,ours",
