@@ -78,6 +78,32 @@ def test_conv_primitives_match_lax_forward_and_vjp(size, kernel, c_in, c_out):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 * float(abs(b).max()))
 
 
+def test_conv_weight_gradients_compile_to_row_major_gemms():
+    """No weight gradient is a dot that contracts its left operand over dimension 0:
+    XLA's CPU backend runs that form as a plain loop instead of its GEMM library (V's
+    encoder weight gradients were, until a barrier kept the final transpose out)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 14, 14, 8))
+    grads = {
+        "strided": (strided_conv, (4, 4, 8, 16)),
+        "transposed": (transposed_conv, (8, 5, 5, 16)),
+    }
+    for name, (conv, w_shape) in grads.items():
+        w = jnp.ones(w_shape)
+        hlo = (
+            jax.jit(jax.grad(lambda w, conv=conv: jnp.sum(conv(x, w) ** 2)))
+            .lower(w)
+            .compile()
+            .as_text()
+        )
+        slow = [
+            line.strip()
+            for line in hlo.splitlines()
+            if re.search(r"= f32\[[^]]*\]\S* dot\(", line)
+            and "lhs_contracting_dims={0}" in line
+        ]
+        assert not slow, (name, slow)
+
+
 def test_single_image_methods_match_batched_forward():
     vae = ConvVAE(8, key=jax.random.PRNGKey(0))
     frames = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
