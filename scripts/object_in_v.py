@@ -1,7 +1,10 @@
 """How much of a small object a V keeps (LunarLander's lander, Pong's ball): on frames
 of 10 of a run's episodes, the squared error on the object's pixels and elsewhere, and
 the share of frames (with the object in view) whose reconstruction shows it in the
-right place.
+right place, and how much of z comes from the frame at all (``frame_signal``: the
+variance of V's mean across the frames over that plus the mean posterior variance,
+averaged over z's dimensions; near 0, every frame gets the same z and V's samples
+are noise).
 
 uv run python scripts/object_in_v.py --data RUN --vae RUN_A RUN_B ...
     [--object lander|pong_ball] [--out FILE]
@@ -50,13 +53,18 @@ def grown(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def reconstruct(run: Path, frames: np.ndarray) -> np.ndarray:
+def reconstruct(run: Path, frames: np.ndarray) -> tuple[np.ndarray, float]:
+    """V's reconstructions (from the posterior mean) and its ``frame_signal``."""
     vae, x = load_vae(run), frames_to_float(frames)
-    parts = []
+    parts, mus, variances = [], [], []
     for start in range(0, len(frames), 256):
-        mu, _ = vae.encode_batch(x[start : start + 256])
+        mu, logvar = vae.encode_batch(x[start : start + 256])
         parts.append(np.asarray(vae.decode_batch(mu)))
-    return np.concatenate(parts)
+        mus.append(np.asarray(mu))
+        variances.append(np.exp(np.asarray(logvar)))
+    spread = np.concatenate(mus).var(0)
+    signal = spread / (spread + np.concatenate(variances).mean(0))
+    return np.concatenate(parts), float(signal.mean())
 
 
 def main() -> None:
@@ -75,7 +83,7 @@ def main() -> None:
     in_view = truth.sum((1, 2)) >= min_pixels
     rows = {}
     for run in args.vae:
-        recon = reconstruct(run, frames)
+        recon, frame_signal = reconstruct(run, frames)
         error = ((recon - np.asarray(frames_to_float(frames))) ** 2).sum(-1)
         shown = object_mask((recon * 255).round().astype(np.uint8))
         count = shown.sum((1, 2))
@@ -86,6 +94,7 @@ def main() -> None:
             "object_pixel_error": float(error[truth].mean()),
             "other_pixel_error": float(error[~truth].mean()),
             "object_kept": float(kept[in_view].mean()),
+            "frame_signal": frame_signal,
         }
         print(run, rows[str(run)])
     if args.out:
