@@ -194,7 +194,7 @@ def _strided_conv_bwd(res, grad):
     grad_rows = grad.reshape(-1, grad.shape[-1])
     # dW^T = G^T @ windows: the thin G (c_out columns) is the one transposed. The
     # barrier keeps XLA from folding the final .T into the dot, which would make it
-    # contract the windows over dimension 0: a plain loop, 3x slower on the CPU.
+    # contract the windows over dimension 0: a plain loop, up to 2x slower on the CPU.
     d_weight_t = lax.optimization_barrier(_gemm(_transposed(grad_rows), rows))
     d_weight = d_weight_t.T.reshape(weight.shape)
     # dx is the transposed conv of grad by the same taps.
