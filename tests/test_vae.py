@@ -11,6 +11,7 @@ import pytest
 
 from world_models.checkpoint import CheckpointError
 from world_models.config import make_config
+from world_models.config_sections import ConfigError
 from world_models.data.episodes import (
     EpisodeError,
     list_episodes,
@@ -36,12 +37,35 @@ from world_models.models.vae import (
 )
 from world_models.run_directory import init_run
 from world_models.training.fit import TrainingDivergedError
-from world_models.training.vae import encode_run, load_vae, train_vae
+from world_models.training.vae import encode_run, initial_state, load_vae, train_vae
 
 STEPS_TO_KEEP_A_SQUARE = 60
 
 def test_parameter_count_matches_paper():
     assert count_parameters(ConvVAE(32, key=jax.random.PRNGKey(0))) == 4_348_547
+    normed = ConvVAE(32, key=jax.random.PRNGKey(0), encoder_norm="instance")
+    assert count_parameters(normed) == 4_348_547
+    with pytest.raises(ValueError, match="encoder_norm='batch'; known: none, instance"):
+        ConvVAE(32, key=jax.random.PRNGKey(0), encoder_norm="batch")
+    with pytest.raises(ConfigError, match="vae.encoder_norm must be one of"):
+        make_config("smoke", overrides=["vae.encoder_norm=batch"])
+
+
+def test_instance_norm_lets_the_encoder_see_a_flat_frames_small_object():
+    """Pong's case: one flat colour but for a small bar whose row changes. The
+    paper's encoder gives every frame nearly the same mean; with each layer's
+    features normalised per frame, the bar's row moves the mean by orders more."""
+    frames = np.tile(np.array([0.56, 0.28, 0.07], np.float32), (16, 64, 64, 1))
+    for i, row in enumerate(np.linspace(2, 56, 16).astype(int)):
+        frames[i, row : row + 6, 56:58] = (0.36, 0.73, 0.36)
+    spread = {}
+    for norm in ("none", "instance"):
+        vae = ConvVAE(32, key=jax.random.PRNGKey(0), encoder_norm=norm)
+        mu, _ = vae.encode_batch(jnp.asarray(frames))
+        spread[norm] = float(jnp.std(mu, axis=0).mean() / jnp.abs(mu).mean())
+    assert spread["instance"] > 20 * spread["none"], spread
+    state = initial_state(make_config("smoke", overrides=["vae.encoder_norm=instance"]).vae)
+    assert state["model"].encoder_norm == "instance"
 
 
 def test_shapes_and_ranges():

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ENSEMBLE_MODES = ("sample", "pessimistic")
+VAE_ENCODER_NORMS = ("none", "instance")
 POOL_BACKENDS = ("local", "ray")
 
 
@@ -69,6 +70,10 @@ class VAEConfig:
     # frame (models/vae.salient_weights): small moving objects that a plain pixel loss
     # drops, such as LunarLander's lander (docs/worlds.md). 0: the paper's loss.
     salient_weight: float = 0.0
+    # Frames that are one flat colour but for a few small objects (Pong) give the
+    # paper's encoder almost no signal to pass on: its z hardly depends on the frame
+    # (docs/worlds.md). "instance" rescales each layer's features per frame.
+    encoder_norm: str = "none"
     val_fraction: float = 0.1
     eval_every: int = 200
     checkpoint_every: int = 500
@@ -81,6 +86,10 @@ class VAEConfig:
         require(self.steps >= 0, "vae.steps must be >= 0")
         require(self.beta >= 0, "vae.beta must be >= 0")
         require(self.salient_weight >= 0, "vae.salient_weight must be >= 0")
+        require(
+            self.encoder_norm in VAE_ENCODER_NORMS,
+            f"vae.encoder_norm must be one of {', '.join(VAE_ENCODER_NORMS)}",
+        )
         require(0 <= self.val_fraction < 1, "vae.val_fraction must be in [0, 1)")
         require(self.eval_every > 0, "vae.eval_every must be > 0")
         require(self.checkpoint_every > 0, "vae.checkpoint_every must be > 0")

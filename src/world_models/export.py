@@ -53,7 +53,7 @@ def is_exported(path: str | os.PathLike) -> bool:
 def _models_template(config: Config) -> dict[str, eqx.Module]:
     key = jax.random.key(0)
     return dict(
-        vae=ConvVAE(config.vae.z_dim, key=key),
+        vae=ConvVAE(config.vae.z_dim, key=key, encoder_norm=config.vae.encoder_norm),
         rnn=rnn_from_config(config, key=key),
         controller=make_controller(config, key=key),
     )

@@ -4,6 +4,9 @@ Encoder: 4 convs (32, 64, 128, 256 channels; kernel 4, stride 2, VALID; ReLU) ->
 -> dense mu, dense logvar. Decoder: dense z -> 1024 -> (1, 1, 1024) -> transposed convs
 128 k5, 64 k5, 32 k6 (ReLU), 3 k6 (sigmoid), all stride 2. 4,348,547 parameters at z=32.
 The layers are hand-written for speed on XLA CPU (``layers``).
+``encoder_norm="instance"`` normalises each encoder layer's output per frame and channel
+before its ReLU, with no parameters added: for frames that are one flat colour but for
+a few small objects (Pong), where the paper's encoder passes almost nothing on.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from world_models.config_sections import VAE_ENCODER_NORMS
 from world_models.models.layers import Dense, StridedConv, TransposedConv
 
 ENCODER_CHANNELS = (32, 64, 128, 256)
@@ -24,6 +28,7 @@ DENSE_WIDTH = 1024  # encoder output 2x2x256 flattened; decoder input 1x1x1024
 IMAGE_SHAPE = (64, 64, 3)
 # A channel this far (values in [0, 1]) from the batch median marks a salient pixel
 SALIENT_DIFFERENCE = 0.1
+INSTANCE_NORM_EPSILON = 1e-5
 
 
 class ConvVAE(eqx.Module):
@@ -35,8 +40,15 @@ class ConvVAE(eqx.Module):
     from_z: Dense
     decoder: tuple[TransposedConv, ...]
     z_dim: int = eqx.field(static=True)
+    encoder_norm: str = eqx.field(static=True)
 
-    def __init__(self, z_dim: int = 32, *, key: PRNGKeyArray):
+    def __init__(
+        self, z_dim: int = 32, *, key: PRNGKeyArray, encoder_norm: str = "none"
+    ):
+        if encoder_norm not in VAE_ENCODER_NORMS:
+            raise ValueError(
+                f"encoder_norm={encoder_norm!r}; known: {', '.join(VAE_ENCODER_NORMS)}"
+            )
         keys = iter(jax.random.split(key, 11))
         channels = (IMAGE_SHAPE[-1],) + ENCODER_CHANNELS
         self.encoder = tuple(
@@ -52,6 +64,7 @@ class ConvVAE(eqx.Module):
             for c_in, c_out, kernel in zip(channels[:-1], channels[1:], DECODER_KERNELS)
         )
         self.z_dim = z_dim
+        self.encoder_norm = encoder_norm
 
     def encode(
         self, x: Float[Array, "64 64 3"]
@@ -84,7 +97,10 @@ class ConvVAE(eqx.Module):
     ) -> tuple[Float[Array, "b z"], Float[Array, "b z"]]:
         h = x
         for conv in self.encoder:
-            h = jax.nn.relu(conv(h))
+            h = conv(h)
+            if self.encoder_norm == "instance":
+                h = instance_norm(h)
+            h = jax.nn.relu(h)
         h = h.reshape(h.shape[0], -1)
         return self.to_mu(h), self.to_logvar(h)
 
@@ -132,6 +148,14 @@ def vae_terms(
     if pixel_weights is not None:
         error = error * pixel_weights
     return jnp.sum(error, axis=(1, 2, 3)), jax.vmap(kl_divergence)(mu, logvar)
+
+
+def instance_norm(h: Float[Array, "b h w c"]) -> Float[Array, "b h w c"]:
+    """Each frame's channel to zero mean and unit variance over its pixels (no learned
+    scale, so V's parameters are the paper's)."""
+    mean = jnp.mean(h, axis=(1, 2), keepdims=True)
+    variance = jnp.var(h, axis=(1, 2), keepdims=True)
+    return (h - mean) * jax.lax.rsqrt(variance + INSTANCE_NORM_EPSILON)
 
 
 def salient_weights(

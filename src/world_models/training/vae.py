@@ -53,7 +53,7 @@ GRID_IMAGES = 8
 def initial_state(config: VAEConfig) -> dict[str, Any]:
     """Fresh training state; also the template checkpoints are restored into."""
     model_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    model = ConvVAE(config.z_dim, key=model_key)
+    model = ConvVAE(config.z_dim, key=model_key, encoder_norm=config.encoder_norm)
     return {
         "model": model,
         "opt_state": _optimiser(config).init(eqx.filter(model, eqx.is_array)),
