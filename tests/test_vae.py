@@ -64,8 +64,8 @@ def test_instance_norm_lets_the_encoder_see_a_flat_frames_small_object():
         mu, _ = vae.encode_batch(jnp.asarray(frames))
         spread[norm] = float(jnp.std(mu, axis=0).mean() / jnp.abs(mu).mean())
     assert spread["instance"] > 20 * spread["none"], spread
-    state = initial_state(make_config("smoke", overrides=["vae.encoder_norm=instance"]).vae)
-    assert state["model"].encoder_norm == "instance"
+    config = make_config("smoke", overrides=["vae.encoder_norm=instance"])
+    assert initial_state(config.vae)["model"].encoder_norm == "instance"
 
 
 def test_shapes_and_ranges():
