@@ -107,11 +107,11 @@ def test_conv_weight_gradients_compile_to_row_major_gemms():
     XLA's CPU backend runs that form as a plain loop instead of its GEMM library (V's
     encoder weight gradients were, until a barrier kept the final transpose out)."""
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 14, 14, 8))
-    grads = {
+    convs = {
         "strided": (strided_conv, (4, 4, 8, 16)),
         "transposed": (transposed_conv, (8, 5, 5, 16)),
     }
-    for name, (conv, w_shape) in grads.items():
+    for name, (conv, w_shape) in convs.items():
         w = jnp.ones(w_shape)
         hlo = (
             jax.jit(jax.grad(lambda w, conv=conv: jnp.sum(conv(x, w) ** 2)))
