@@ -1,4 +1,5 @@
-"""How much of a small object a V keeps (LunarLander's lander, Pong's ball): on frames
+"""How much of a small object a V keeps (LunarLander's lander, Pong's ball and the
+agent's paddle): on frames
 of 10 of a run's episodes, the squared error on the object's pixels and elsewhere, and
 the share of frames (with the object in view) whose reconstruction shows it in the
 right place, and how much of z comes from the frame at all (``frame_signal``: the
@@ -7,13 +8,13 @@ averaged over z's dimensions; near 0, every frame gets the same z and V's sample
 are noise).
 
 uv run python scripts/object_in_v.py --data RUN --vae RUN_A RUN_B ...
-    [--object lander|pong_ball] [--out FILE]
+    [--object lander|pong_ball|pong_paddle] [--out FILE]
 
 The lander is told by its colour (blue well above red and green: its purple body);
 Pong's ball by differing from the field's brown between the two paddles' columns (the
-only thing there that moves). A reconstruction shows the object when at least
-``min_pixels`` such pixels appear, half of them on the true object's pixels grown by
-one pixel. docs/worlds.md reports it.
+only thing there that moves); the agent's paddle by its green. A reconstruction shows
+the object when at least ``min_pixels`` such pixels appear, half of them on the true
+object's pixels grown by one pixel. docs/worlds.md reports it.
 """
 
 import argparse
@@ -36,6 +37,11 @@ def lander_mask(frames: np.ndarray) -> np.ndarray:
     return (f[..., 2] > f[..., 0] + 40) & (f[..., 2] > f[..., 1] + 40)
 
 
+def pong_paddle_mask(frames: np.ndarray) -> np.ndarray:
+    f = frames.astype(np.int16)
+    return (f[..., 1] > f[..., 0] + 40) & (f[..., 1] > f[..., 2] + 40)
+
+
 def pong_ball_mask(frames: np.ndarray) -> np.ndarray:
     away = np.abs(frames.astype(np.int16) - PONG_FIELD_COLOUR).max(-1) > 25
     mask = np.zeros_like(away)
@@ -43,7 +49,11 @@ def pong_ball_mask(frames: np.ndarray) -> np.ndarray:
     return mask
 
 
-OBJECTS = {"lander": (lander_mask, 3), "pong_ball": (pong_ball_mask, 1)}
+OBJECTS = {
+    "lander": (lander_mask, 3),
+    "pong_ball": (pong_ball_mask, 1),
+    "pong_paddle": (pong_paddle_mask, 3),
+}
 
 
 def grown(mask: np.ndarray) -> np.ndarray:
