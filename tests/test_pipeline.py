@@ -37,6 +37,10 @@ def _artifacts(run_dir: Path) -> dict[str, object]:
     return {"evals": evals, "data": data, "latents": latents}
 
 
+MODEL_RTOL = 1.5e-2
+ONE_TILE = 4.0  # CarRacing pays 1000/N per new tile, N >= 250 on its tracks
+
+
 def _fingerprint(run_dir: Path) -> dict[str, object]:
     """What the smoke run computed, as numbers a refactor must not change: every
     collected episode, every logged training metric, every latent file and every
@@ -103,10 +107,21 @@ def test_smoke_run_matches_the_recorded_baseline(smoke_run):
         SMOKE_BASELINE.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
     recorded = json.loads(SMOKE_BASELINE.read_text())
     assert sorted(found) == sorted(recorded)
-    # rel 1e-3: the baseline is compared on other CPUs, whose rounding moves values by
-    # up to 4e-4 (CMA-ES's step size after 4 generations, an AMD EPYC against the Xeon
-    # that recorded it); a change in behaviour moves them by far more
-    assert found == pytest.approx(recorded, rel=1e-3, abs=1e-5, nan_ok=True)
+    # The baseline is compared on other CPUs, whose rounding moves what the models
+    # compute: by up to 4e-4 on a first-generation AMD EPYC against the Xeon that
+    # recorded it, by up to 1.1e-2 on a fifth-generation EPYC (M's predicted return
+    # at one validation; V's KL 3.5e-3), and there the agent's 40-step test episode
+    # crossed one more track tile (+1000/N for N >= 250 tiles). A change in behaviour
+    # moves them by far more. What no model touches (the collected data, the
+    # baselines' episodes) stays within 1e-3.
+    for key, value in recorded.items():
+        if key.startswith("/evals/round0_agent") and key.endswith("/1"):
+            tolerance = {"rel": 0, "abs": ONE_TILE}
+        elif key.startswith(("/latents", "/metrics")):
+            tolerance = {"rel": MODEL_RTOL, "abs": 1e-5}
+        else:
+            tolerance = {"rel": 1e-3, "abs": 1e-5}
+        assert found[key] == pytest.approx(value, nan_ok=True, **tolerance), key
 
 
 def test_same_command_again_redoes_nothing(smoke_run):
