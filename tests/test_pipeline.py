@@ -23,6 +23,8 @@ from world_models.pipeline.run import run_pipeline
 from world_models.training.rnn import load_rnn
 
 SMOKE_BASELINE = ROOT / "tests" / "data" / "smoke_baseline.json"
+MODEL_RTOL = 1.5e-2
+ONE_TILE = 4.0  # CarRacing pays 1000/N per new tile, N >= 250 on its tracks
 
 
 def _artifacts(run_dir: Path) -> dict[str, object]:
@@ -35,10 +37,6 @@ def _artifacts(run_dir: Path) -> dict[str, object]:
     latents = {str(p.relative_to(run_dir)): np.load(p)["mu"].tobytes()
                for p in sorted((run_dir / "latents").rglob("*.npz"))}
     return {"evals": evals, "data": data, "latents": latents}
-
-
-MODEL_RTOL = 1.5e-2
-ONE_TILE = 4.0  # CarRacing pays 1000/N per new tile, N >= 250 on its tracks
 
 
 def _fingerprint(run_dir: Path) -> dict[str, object]:
