@@ -1,11 +1,10 @@
 """How much of a small object a V keeps (LunarLander's lander, Pong's ball and the
-agent's paddle): on frames
-of 10 of a run's episodes, the squared error on the object's pixels and elsewhere, and
-the share of frames (with the object in view) whose reconstruction shows it in the
-right place, and how much of z comes from the frame at all (``frame_signal``: the
-variance of V's mean across the frames over that plus the mean posterior variance,
-averaged over z's dimensions; near 0, every frame gets the same z and V's samples
-are noise).
+agent's paddle): on frames of 10 of a run's episodes, the squared error on the object's
+pixels and elsewhere, and the share of frames (with the object in view) whose
+reconstruction shows it in the right place, and how much of z comes from the frame at
+all (``frame_signal``: the variance of V's mean across the frames over that plus the
+mean posterior variance, averaged over z's dimensions; near 0, every frame gets the
+same z and V's samples are noise).
 
 uv run python scripts/object_in_v.py --data RUN --vae RUN_A RUN_B ...
     [--object lander|pong_ball|pong_paddle] [--out FILE]
@@ -32,14 +31,21 @@ PONG_FIELD_COLOUR = np.array([144, 72, 17])  # the field's brown, 64 x 64 frames
 PONG_BETWEEN_PADDLES = slice(9, 55)  # columns of the 64 x 64 frame
 
 
-def lander_mask(frames: np.ndarray) -> np.ndarray:
+COLOUR_MARGIN = 40  # how far one channel stands above the other two
+
+
+def dominant_channel_mask(frames: np.ndarray, channel: int) -> np.ndarray:
     f = frames.astype(np.int16)
-    return (f[..., 2] > f[..., 0] + 40) & (f[..., 2] > f[..., 1] + 40)
+    others = [f[..., c] for c in range(3) if c != channel]
+    return f[..., channel] > np.maximum(*others) + COLOUR_MARGIN
+
+
+def lander_mask(frames: np.ndarray) -> np.ndarray:
+    return dominant_channel_mask(frames, 2)  # its purple body: blue
 
 
 def pong_paddle_mask(frames: np.ndarray) -> np.ndarray:
-    f = frames.astype(np.int16)
-    return (f[..., 1] > f[..., 0] + 40) & (f[..., 1] > f[..., 2] + 40)
+    return dominant_channel_mask(frames, 1)  # green
 
 
 def pong_ball_mask(frames: np.ndarray) -> np.ndarray:
