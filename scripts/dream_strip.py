@@ -2,8 +2,10 @@
 
     uv run python scripts/dream_strip.py --run RUN [--controller best|mean]
         [--temperature 1.0 0.5] [--rollouts 4] [--every 20] [--out RUN/dream/strip.png]
+        [--video RUN/dream/dream.gif [--video-every 2]]
 
-Rows of different temperatures share their keys (same start, same noise).
+Rows of different temperatures share their keys (same start, same noise). --video
+also writes the first τ's dreams side by side as an animated GIF.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import jax
 from world_models.agent import CONTROLLER_SOURCES
 from world_models.cli import run_cli
 from world_models.dream.evolve import load_dream
-from world_models.evaluation.dream_view import dream_frames, save_blocks
+from world_models.evaluation.dream_view import (
+    dream_animation,
+    dream_frames,
+    save_blocks,
+)
 from world_models.models.controller import controller_to_flat
 from world_models.run_directory import load_run_config
 from world_models.training.vae import load_vae
@@ -36,6 +42,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--video", type=Path, default=None, help="GIF path")
+    parser.add_argument("--video-every", type=int, default=2, help="dream steps/frame")
     args = parser.parse_args()
     from world_models.agent import load_controller
 
@@ -54,6 +62,16 @@ def main() -> None:
     out = args.out or args.run / "dream" / "strip.png"
     save_blocks(blocks, out)
     print(f"wrote {out}")
+    if args.video:
+        import imageio.v2 as imageio
+
+        temperature = (args.temperature or [config.dream.temperature])[0]
+        frames, _ = dream_animation(
+            load_dream(args.run, config, temperature), vae, params,
+            jax.random.key(args.seed), args.rollouts, args.video_every,
+        )
+        imageio.mimsave(args.video, frames, duration=1000 / 25, loop=0)
+        print(f"wrote {args.video} ({len(frames)} frames, τ = {temperature})")
 
 
 if __name__ == "__main__":

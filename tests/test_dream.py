@@ -380,6 +380,29 @@ def test_dream_frames_show_one_row_per_dream(tmp_path):
     assert Image.open(tmp_path / "strip.png").size == (3 * 64, 4 * 64 + 4)
 
 
+def test_dream_animation_plays_the_strips_dreams_side_by_side():
+    from world_models.evaluation.dream_view import dream_animation, dream_frames
+    from world_models.models.vae import ConvVAE
+
+    dream = _random_dream(horizon=12)
+    vae = ConvVAE(z_dim=Z, key=jax.random.key(1))
+    params = _population(dream, 1)[0]
+    strip, returns = dream_frames(dream, vae, params, jax.random.key(2), 3, every=4)
+    frames, again = dream_animation(
+        dream, vae, params, jax.random.key(2), 3, every=4, scale=2
+    )
+    np.testing.assert_array_equal(returns, again)
+    assert len(frames) == 3 and frames[0].shape == (128, 3 * 128, 3)  # steps 0, 4, 8
+    for t, frame in enumerate(frames):  # dream r's step 4t, enlarged 2×
+        for r in range(3):
+            shown = frame[:, r * 128:(r + 1) * 128][::2, ::2]
+            np.testing.assert_array_equal(
+                shown, strip[r * 64:(r + 1) * 64, t * 64:(t + 1) * 64]
+            )
+    with pytest.raises(ValueError, match="scale"):
+        dream_animation(dream, vae, params, jax.random.key(2), 3, every=4, scale=0)
+
+
 def test_action_noise_is_the_agents_rule_played_in_the_dream():
     dream = _random_dream()
     noisy = dataclasses.replace(dream, action_noise=0.3)

@@ -1,9 +1,10 @@
-"""What a controller sees in M's dream: its dreams decoded by V into one picture.
+"""What a controller sees in M's dream: its dreams decoded by V into a picture or video.
 
 Each row is one dream (a start from the run's pool, M sampled at the dream's τ), each
 column a frame every ``every`` steps; rows of several temperatures share their keys, so
 the same start and noise are seen at each τ. Where the dream and reality part ways
-(a road that returns under a car that left it) shows here at a glance.
+(a road that returns under a car that left it) shows here at a glance. The video plays
+the same dreams side by side, one frame per ``every`` steps.
 """
 
 from __future__ import annotations
@@ -40,15 +41,49 @@ def dream_frames(
     A row shows frames 0, every, 2·every, ... of one dream; frames after the dream
     ended are left black.
     """
+    frames, returns = _decoded_dreams(dream, vae, params, key, rollouts, every)
+    rows = [np.concatenate(list(row), axis=1) for row in frames]
+    return np.concatenate(rows, axis=0), returns
+
+
+def dream_animation(
+    dream: Dream,
+    vae: ConvVAE,
+    params: jax.Array,
+    key: jax.Array,
+    rollouts: int,
+    every: int,
+    scale: int = 2,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """(the frames of a video of ``rollouts`` dreams side by side, each dream's return).
+
+    Video frame t shows step t·every of every dream, each ``scale`` times enlarged;
+    a dream that has ended is black. The same key gives ``dream_frames``' dreams.
+    """
+    if scale <= 0:
+        raise ValueError(f"scale ({scale}) must be > 0")
+    frames, returns = _decoded_dreams(dream, vae, params, key, rollouts, every)
+    frames = frames.repeat(scale, axis=2).repeat(scale, axis=3)
+    steps = frames.swapaxes(0, 1)  # (steps, rollouts, ...)
+    return [np.concatenate(list(step), axis=1) for step in steps], returns
+
+
+def _decoded_dreams(
+    dream: Dream,
+    vae: ConvVAE,
+    params: jax.Array,
+    key: jax.Array,
+    rollouts: int,
+    every: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames (rollouts, steps, 64, 64, 3), black after a dream ends; returns."""
     if rollouts <= 0 or every <= 0:
         raise ValueError(f"rollouts ({rollouts}) and every ({every}) must be > 0")
     zs, rewards, alive = _trajectories(dream, params, jax.random.split(key, rollouts))
-    frames = np.asarray(decode_latents(vae, zs[:, ::every]))  # (rollouts, frames, ...)
+    frames = np.asarray(decode_latents(vae, zs[:, ::every]))
     frames = frames * np.asarray(alive[:, ::every])[..., None, None, None]
-    rows = [np.concatenate(list(row), axis=1) for row in frames]
-    image = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
     returns = np.asarray(jnp.sum(jnp.where(alive, rewards, 0.0), axis=1))
-    return image, returns
+    return (np.clip(frames, 0, 1) * 255).astype(np.uint8), returns
 
 
 def save_blocks(blocks: list[np.ndarray], path: str | os.PathLike) -> None:
