@@ -1,19 +1,21 @@
 """How much of a small object a V keeps (LunarLander's lander, Pong's ball and the
-agent's paddle): on frames of 10 of a run's episodes, the squared error on the object's
-pixels and elsewhere, and the share of frames (with the object in view) whose
-reconstruction shows it in the right place, and how much of z comes from the frame at
-all (``frame_signal``: the variance of V's mean across the frames over that plus the
-mean posterior variance, averaged over z's dimensions; near 0, every frame gets the
-same z and V's samples are noise).
+agent's paddle, Breakout's ball and paddle): on frames of 10 of a run's episodes, the
+squared error on the object's pixels and elsewhere, and the share of frames (with the
+object in view) whose reconstruction shows it in the right place, and how much of z
+comes from the frame at all (``frame_signal``: the variance of V's mean across the
+frames over that plus the mean posterior variance, averaged over z's dimensions; near
+0, every frame gets the same z and V's samples are noise).
 
 uv run python scripts/object_in_v.py --data RUN --vae RUN_A RUN_B ...
-    [--object lander|pong_ball|pong_paddle] [--out FILE]
+    [--object lander|pong_ball|pong_paddle|breakout_ball|breakout_paddle] [--out FILE]
 
 The lander is told by its colour (blue well above red and green: its purple body);
 Pong's ball by differing from the field's brown between the two paddles' columns (the
-only thing there that moves); the agent's paddle by its green. A reconstruction shows
-the object when at least ``min_pixels`` such pixels appear, half of them on the true
-object's pixels grown by one pixel. docs/worlds.md reports it.
+only thing there that moves); the agent's paddle by its green; Breakout's ball by
+being drawn (not black) between the bricks and the paddle's rows, its paddle by being
+drawn in those rows. A reconstruction shows the object when at least ``min_pixels``
+such pixels appear, half of them on the true object's pixels grown by one pixel.
+docs/worlds.md reports it.
 """
 
 import argparse
@@ -29,6 +31,12 @@ from world_models.training.vae import load_vae
 EPISODES = 10  # the run's last episodes, every 5th frame
 PONG_FIELD_COLOUR = np.array([144, 72, 17])  # the field's brown, 64 x 64 frames
 PONG_BETWEEN_PADDLES = slice(9, 55)  # columns of the 64 x 64 frame
+# Breakout's 64 x 64 frame: walls in columns 0-3 and 60-63, bricks in rows 9-23, the
+# paddle in rows 61-62; between bricks and paddle only the ball is drawn
+BREAKOUT_INSIDE_WALLS = slice(4, 60)
+BREAKOUT_BELOW_BRICKS = slice(24, 61)
+BREAKOUT_PADDLE_ROWS = slice(61, 63)
+BREAKOUT_LIT = 60  # a channel above this is drawn, below it is the black background
 
 
 COLOUR_MARGIN = 40  # how far one channel stands above the other two
@@ -55,7 +63,24 @@ def pong_ball_mask(frames: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _lit_in(frames: np.ndarray, rows: slice) -> np.ndarray:
+    lit = frames.max(-1) > BREAKOUT_LIT
+    mask = np.zeros_like(lit)
+    mask[:, rows, BREAKOUT_INSIDE_WALLS] = lit[:, rows, BREAKOUT_INSIDE_WALLS]
+    return mask
+
+
+def breakout_ball_mask(frames: np.ndarray) -> np.ndarray:
+    return _lit_in(frames, BREAKOUT_BELOW_BRICKS)
+
+
+def breakout_paddle_mask(frames: np.ndarray) -> np.ndarray:
+    return _lit_in(frames, BREAKOUT_PADDLE_ROWS)
+
+
 OBJECTS = {
+    "breakout_ball": (breakout_ball_mask, 2),
+    "breakout_paddle": (breakout_paddle_mask, 3),
     "lander": (lander_mask, 3),
     "pong_ball": (pong_ball_mask, 1),
     "pong_paddle": (pong_paddle_mask, 3),

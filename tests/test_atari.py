@@ -1,6 +1,8 @@
 """Atari worlds: crops that keep the playfield, drivers that play, real episode ends."""
 
 import dataclasses
+import runpy
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -19,6 +21,7 @@ from world_models.models.controller import controller_to_flat, make_controller
 from world_models.models.mdnrnn import rnn_from_config
 from world_models.models.vae import ConvVAE
 
+ROOT = Path(__file__).resolve().parents[1]
 ATARI = {"ALE/Pong-v5": "pong_tracker", "ALE/Breakout-v5": "breakout_tracker"}
 
 
@@ -129,3 +132,28 @@ def test_discrete_actions_run_through_m_the_dream_and_the_agent(env_id):
     actions = episode["actions"]
     assert actions.dtype == np.int32 and actions.shape == (10,)
     assert set(actions.tolist()) <= set(range(spec.action_size))
+
+
+def test_object_in_v_finds_breakouts_ball_and_paddle_where_they_are():
+    masks = runpy.run_path(str(ROOT / "scripts" / "object_in_v.py"))
+    spec = get_spec("ALE/Breakout-v5")
+    env = make_env("ALE/Breakout-v5")
+    observation, _ = env.reset(seed=0)
+    observation, *_ = env.step(1)  # FIRE serves the ball
+    for _ in range(12):  # until it falls below the bricks
+        observation, *_ = env.step(0)
+    env.close()
+    top, bottom = spec.crop_rows
+    field = observation[top:bottom, 8:152].astype(int)  # inside the side walls
+    lit = np.argwhere(field.max(-1) > 60)
+    ball = lit[(lit[:, 0] > 93 - top) & (lit[:, 0] < 189 - top)]  # below the bricks
+    paddle = lit[lit[:, 0] >= 189 - top]
+    assert len(ball) and len(paddle), "no ball in the field after 12 steps"
+    scale = np.array([FRAME_SIZE / (bottom - top), FRAME_SIZE / 160])
+    small = preprocess_frame(observation, spec)[None]
+    for mask, truth in (("breakout_ball_mask", ball), ("breakout_paddle_mask", paddle)):
+        found = np.argwhere(masks[mask](small)[0])
+        assert len(found) >= 2, mask
+        expected = (truth.mean(0) + [0, 8]) * scale  # back in full-frame columns
+        np.testing.assert_allclose(found.mean(0), expected, atol=1.5, err_msg=mask)
+    assert not masks["breakout_ball_mask"](np.zeros_like(small)).any()
