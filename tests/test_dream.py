@@ -384,10 +384,12 @@ def test_dream_animation_plays_the_strips_dreams_side_by_side():
     from world_models.evaluation.dream_view import dream_animation, dream_frames
     from world_models.models.vae import ConvVAE
 
-    dream = _random_dream(horizon=12)
+    # dreams that last their 12 steps
+    dream = dataclasses.replace(_random_dream(horizon=12), done_threshold=1 - 1e-6)
     vae = ConvVAE(z_dim=Z, key=jax.random.key(1))
     params = _population(dream, 1)[0]
     strip, returns = dream_frames(dream, vae, params, jax.random.key(2), 3, every=4)
+    assert strip.reshape(3, 64, 3, 64, 3).max(axis=(1, 3, 4)).min() > 0  # none black
     frames, again = dream_animation(
         dream, vae, params, jax.random.key(2), 3, every=4, scale=2
     )
@@ -401,6 +403,10 @@ def test_dream_animation_plays_the_strips_dreams_side_by_side():
             )
     with pytest.raises(ValueError, match="scale"):
         dream_animation(dream, vae, params, jax.random.key(2), 3, every=4, scale=0)
+    # dreams that all end at their first step: the start, one black frame, no more
+    ending = dataclasses.replace(dream, done_threshold=1e-6)
+    frames, _ = dream_animation(ending, vae, params, jax.random.key(2), 3, every=1)
+    assert len(frames) == 2 and frames[0].any() and not frames[1].any()
 
 
 def test_action_noise_is_the_agents_rule_played_in_the_dream():

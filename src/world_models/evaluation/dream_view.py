@@ -41,7 +41,7 @@ def dream_frames(
     A row shows frames 0, every, 2·every, ... of one dream; frames after the dream
     ended are left black.
     """
-    frames, returns = _decoded_dreams(dream, vae, params, key, rollouts, every)
+    frames, _, returns = _decoded_dreams(dream, vae, params, key, rollouts, every)
     rows = [np.concatenate(list(row), axis=1) for row in frames]
     return np.concatenate(rows, axis=0), returns
 
@@ -58,12 +58,14 @@ def dream_animation(
     """(the frames of a video of ``rollouts`` dreams side by side, each dream's return).
 
     Video frame t shows step t·every of every dream, each ``scale`` times enlarged;
-    a dream that has ended is black. The same key gives ``dream_frames``' dreams.
+    a dream that has ended is black, and the video stops one frame after the last
+    dream ends. The same key gives ``dream_frames``' dreams.
     """
     if scale <= 0:
         raise ValueError(f"scale ({scale}) must be > 0")
-    frames, returns = _decoded_dreams(dream, vae, params, key, rollouts, every)
-    frames = frames.repeat(scale, axis=2).repeat(scale, axis=3)
+    frames, alive, returns = _decoded_dreams(dream, vae, params, key, rollouts, every)
+    last = np.flatnonzero(alive.any(axis=0)).max()
+    frames = frames[:, : last + 2].repeat(scale, axis=2).repeat(scale, axis=3)
     steps = frames.swapaxes(0, 1)  # (steps, rollouts, ...)
     return [np.concatenate(list(step), axis=1) for step in steps], returns
 
@@ -76,14 +78,16 @@ def _decoded_dreams(
     rollouts: int,
     every: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames (rollouts, steps, 64, 64, 3), black after a dream ends; returns."""
+    """uint8 frames (rollouts, steps, 64, 64, 3), black after a dream ends; whether
+    each dream is alive at each shown step; each dream's return."""
     if rollouts <= 0 or every <= 0:
         raise ValueError(f"rollouts ({rollouts}) and every ({every}) must be > 0")
     zs, rewards, alive = _trajectories(dream, params, jax.random.split(key, rollouts))
+    shown = np.asarray(alive[:, ::every])
     frames = np.asarray(decode_latents(vae, zs[:, ::every]))
-    frames = frames * np.asarray(alive[:, ::every])[..., None, None, None]
+    frames = frames * shown[..., None, None, None]
     returns = np.asarray(jnp.sum(jnp.where(alive, rewards, 0.0), axis=1))
-    return (np.clip(frames, 0, 1) * 255).astype(np.uint8), returns
+    return (np.clip(frames, 0, 1) * 255).astype(np.uint8), shown, returns
 
 
 def save_blocks(blocks: list[np.ndarray], path: str | os.PathLike) -> None:
