@@ -172,3 +172,26 @@ def test_the_pool_backend_is_checked_and_old_configs_load_without_it(tmp_path):
     (tmp_path / CONFIG_FILENAME).write_text(json.dumps(old))
     assert load_run_config(tmp_path) == make_config("smoke")
     assert init_run(tmp_path, make_config("smoke")) == make_config("smoke")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_envs_own_settings_apply_to_every_preset_and_yield_to_set(preset):
+    from world_models.envs import ENVS
+
+    for env_id, spec in ENVS.items():
+        config = make_config(preset, env_id)
+        plain = make_config(preset)  # CarRacing's, before any env's own settings
+        for item in spec.preset_overrides:
+            key, _ = item.split("=", 1)
+            section, name = key.split(".")
+            env_value = getattr(getattr(config, section), name)
+            assert env_value == getattr(
+                getattr(apply_overrides(plain, [item]), section), name
+            ), item
+            default = getattr(getattr(plain, section), name)
+            assert env_value != default, f"{env_id}: {item} changes nothing"
+            mine = make_config(preset, env_id, [f"{key}={default}"])
+            assert getattr(getattr(mine, section), name) == default  # --set wins
+    pong = make_config(preset, "ALE/Pong-v5")
+    assert pong.vae.encoder_norm == "instance"
+    assert make_config(preset).vae.encoder_norm != "instance"

@@ -95,8 +95,8 @@ def make_config(
     env_id: str = "CarRacing-v3",
     overrides: typing.Iterable[str] = (),
 ) -> Config:
-    """The config of ``preset`` for ``env_id``, dotted ``key=value`` overrides
-    applied."""
+    """The config of ``preset`` for ``env_id``: the env's own preset overrides, then
+    the dotted ``key=value`` ``overrides`` (which win)."""
     from world_models.envs import get_spec
 
     if preset not in PRESETS:
@@ -127,7 +127,7 @@ def make_config(
         preset=preset,
         **{name: _section_type(name)(**values) for name, values in sections.items()},
     )
-    return apply_overrides(config, overrides)
+    return apply_overrides(config, (*spec.preset_overrides, *overrides))
 
 
 def _section_type(name: str) -> type:
