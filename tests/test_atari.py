@@ -16,7 +16,13 @@ from world_models.data.episodes import list_episodes, load_episode
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
 from world_models.dream.rollout import make_dream
-from world_models.envs import FRAME_SIZE, get_spec, make_env, preprocess_frame
+from world_models.envs import (
+    FRAME_SIZE,
+    ServeWrapper,
+    get_spec,
+    make_env,
+    preprocess_frame,
+)
 from world_models.models.controller import controller_to_flat, make_controller
 from world_models.models.mdnrnn import rnn_from_config
 from world_models.models.vae import ConvVAE
@@ -157,3 +163,24 @@ def test_object_in_v_finds_breakouts_ball_and_paddle_where_they_are():
         expected = (truth.mean(0) + [0, 8]) * scale  # back in full-frame columns
         np.testing.assert_allclose(found.mean(0), expected, atol=1.5, err_msg=mask)
     assert not masks["breakout_ball_mask"](np.zeros_like(small)).any()
+
+
+class _Noop:
+    def reset(self, seed):
+        pass
+
+    def act(self, frame, observation):
+        return 0
+
+
+def test_breakout_serves_the_ball_so_a_policy_that_never_fires_still_plays():
+    episode = play_episode("ALE/Breakout-v5", _Noop(), seed=0, max_steps=3000)
+    steps = len(episode["rewards"])
+    assert steps < 3000 and episode["terminated"][-1]  # five lives lost, not stalled
+    assert not episode["truncated"].any()
+    frames = episode["obs"].astype(int)
+    assert frames[1:].max(-1)[:, 24:61, 4:60].max() > 60  # a ball below the bricks
+    plain = get_spec("ALE/Pong-v5")
+    assert plain.serve_action is None and not isinstance(
+        make_env(plain.env_id), ServeWrapper
+    )

@@ -40,6 +40,10 @@ class EnvSpec:
     # Settings every preset takes in this env, as ``--set`` overrides that the user's
     # own ``--set`` still overrides: what docs/worlds.md measured to work here
     preset_overrides: tuple[str, ...] = ()
+    # Atari games that wait for a button to put the ball in play (Breakout's FIRE):
+    # the env presses it after reset and after each lost life, so a policy that never
+    # presses it still plays (a stalled game would run to the step cap at 0 points)
+    serve_action: int | None = None
 
     def __post_init__(self):
         problems = []
@@ -84,7 +88,7 @@ ENVS: dict[str, EnvSpec] = {
                 preset_overrides=("vae.encoder_norm=instance", "vae.salient_weight=5")),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None, crop_rows=(32, 196),
                 grow_objects=3, heuristic_policies=("breakout_tracker",),
-                preset_max_steps=2000),
+                preset_max_steps=2000, serve_action=1),
     )
 }
 
@@ -112,7 +116,32 @@ def make_env(env_id: str) -> gym.Env:
     kwargs = dict(spec.make_kwargs)
     if spec.frames_from_render:
         kwargs["render_mode"] = "rgb_array"
-    return gym.make(env_id, disable_env_checker=True, **kwargs)
+    env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    return env if spec.serve_action is None else ServeWrapper(env, spec.serve_action)
+
+
+class ServeWrapper(gym.Wrapper):
+    """Presses ``serve_action`` once after reset and after every lost life, within
+    the same agent step: its reward and episode end count toward that step."""
+
+    def __init__(self, env: gym.Env, serve_action: int):
+        super().__init__(env)
+        self.serve_action = serve_action
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        observation, _, _, _, info = self.env.step(self.serve_action)
+        return observation, info
+
+    def step(self, action):
+        lives = self.env.unwrapped.ale.lives()
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        if not (terminated or truncated) and info["lives"] < lives:
+            observation, more, terminated, truncated, info = self.env.step(
+                self.serve_action
+            )
+            reward += more
+        return observation, reward, terminated, truncated, info
 
 
 def raw_frame(env: gym.Env, observation: np.ndarray, spec: EnvSpec) -> np.ndarray:
