@@ -192,6 +192,6 @@ def test_each_envs_own_settings_apply_to_every_preset_and_yield_to_set(preset):
             assert env_value != default, f"{env_id}: {item} changes nothing"
             mine = make_config(preset, env_id, [f"{key}={default}"])
             assert getattr(getattr(mine, section), name) == default  # --set wins
-    pong = make_config(preset, "ALE/Pong-v5")
-    assert pong.vae.encoder_norm == "instance"
+    for env_id in ("ALE/Pong-v5", "ALE/Breakout-v5", "LunarLander-v3"):
+        assert make_config(preset, env_id).vae.encoder_norm == "instance"
     assert make_config(preset).vae.encoder_norm != "instance"

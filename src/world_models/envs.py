@@ -71,6 +71,11 @@ class EnvSpec:
         return self.action_size
 
 
+# A V for worlds whose game is a few pixels on a flat background (the lander, a ball):
+# encoder features normalised per frame, so z depends on the frame at all, and the
+# reconstruction weighted toward what moves (docs/worlds.md)
+SMALL_OBJECTS_V = ("vae.encoder_norm=instance", "vae.salient_weight=5")
+
 ENVS: dict[str, EnvSpec] = {
     spec.env_id: spec
     for spec in (
@@ -79,16 +84,16 @@ ENVS: dict[str, EnvSpec] = {
                                     "overspeed"),
                 action_squash="car", brownian_drift=(0.0, 1.0, -1.0)),
         EnvSpec("LunarLander-v3", "discrete", 4, 1000, 200.0, frames_from_render=True,
-                heuristic_policies=("lander",)),
+                heuristic_policies=("lander",), preset_overrides=SMALL_OBJECTS_V),
         # Atari crops keep the playfield: Pong between its walls, Breakout from below
         # its top wall to the paddle (the scores are in the rewards already)
         EnvSpec("ALE/Pong-v5", "discrete", 6, 27_000, 18.0, crop_rows=(34, 194),
                 grow_objects=3, heuristic_policies=("pong_tracker",),
-                preset_max_steps=2000,
-                preset_overrides=("vae.encoder_norm=instance", "vae.salient_weight=5")),
+                preset_max_steps=2000, preset_overrides=SMALL_OBJECTS_V),
         EnvSpec("ALE/Breakout-v5", "discrete", 4, 27_000, None, crop_rows=(32, 196),
                 grow_objects=3, heuristic_policies=("breakout_tracker",),
-                preset_max_steps=2000, serve_action=1),
+                preset_max_steps=2000, preset_overrides=SMALL_OBJECTS_V,
+                serve_action=1),
     )
 }
 
