@@ -77,7 +77,7 @@ def _decoded_dreams(
     key: jax.Array,
     rollouts: int,
     every: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """uint8 frames (rollouts, steps, 64, 64, 3), black after a dream ends; whether
     each dream is alive at each shown step; each dream's return."""
     if rollouts <= 0 or every <= 0:
