@@ -50,9 +50,10 @@ def main() -> None:
     config = load_run_config(args.run)
     params = controller_to_flat(load_controller(args.run, args.controller))
     vae = load_vae(args.run)
+    temperatures = args.temperature or [config.dream.temperature]
+    dreams = [load_dream(args.run, config, temperature) for temperature in temperatures]
     blocks = []
-    for temperature in args.temperature or [config.dream.temperature]:
-        dream = load_dream(args.run, config, temperature)
+    for temperature, dream in zip(temperatures, dreams):
         image, returns = dream_frames(
             dream, vae, params, jax.random.key(args.seed), args.rollouts, args.every
         )
@@ -65,14 +66,12 @@ def main() -> None:
     if args.video:
         import imageio.v2 as imageio
 
-        temperature = (args.temperature or [config.dream.temperature])[0]
         frames, _ = dream_animation(
-            load_dream(args.run, config, temperature), vae, params,
-            jax.random.key(args.seed), args.rollouts, args.video_every,
+            dreams[0], vae, params, jax.random.key(args.seed), args.rollouts,
+            args.video_every,
         )
         imageio.mimsave(args.video, frames, duration=1000 / 25, loop=0)
-        print(f"wrote {args.video} ({len(frames)} frames, τ = {temperature})")
-
+        print(f"wrote {args.video} ({len(frames)} frames, τ = {temperatures[0]})")
 
 if __name__ == "__main__":
     run_cli(main)
