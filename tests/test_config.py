@@ -10,7 +10,13 @@ from world_models.config import (
     load_config,
     make_config,
 )
-from world_models.run_directory import CONFIG_FILENAME, init_run, load_run_config
+from world_models.pipeline.report import render_report
+from world_models.run_directory import (
+    CONFIG_FILENAME,
+    ENVIRONMENT_FILENAME,
+    init_run,
+    load_run_config,
+)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -77,6 +83,36 @@ def test_run_directory_refuses_other_config(tmp_path):
     fresh = init_run(tmp_path / "run", make_config("smoke", overrides=["vae.steps=3"]),
                      fresh=True)
     assert load_run_config(tmp_path / "run").vae.steps == 3 == fresh.vae.steps
+
+
+def test_a_run_records_its_envs_protocol_and_refuses_a_changed_one(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    init_run(run, make_config("smoke", "ALE/Breakout-v5"))
+    path = run / ENVIRONMENT_FILENAME
+    recorded = json.loads(path.read_text())
+    # ALE v5's protocol, and the serve this library adds to Breakout
+    assert recorded["registered_kwargs"]["repeat_action_probability"] == 0.25
+    assert recorded["registered_kwargs"]["frameskip"] == 4
+    assert recorded["serve_action"] == 1 and recorded["crop_rows"] == [32, 196]
+    assert recorded["versions"]["ale-py"]
+    init_run(run, make_config("smoke", "ALE/Breakout-v5"))  # the same protocol resumes
+    shown = render_report(run)
+    assert "repeat_action_probability 0.25, full_action_space False, frameskip 4" in (
+        shown)
+    assert "presses action 1 to serve" in shown
+
+    # a run begun before the env served the ball, then resumed
+    path.write_text(json.dumps(dict(recorded, serve_action=None)))
+    with pytest.raises(ConfigError, match="protocol of ALE/Breakout-v5.*serve_action"):
+        init_run(run, make_config("smoke", "ALE/Breakout-v5"))
+    init_run(run, make_config("smoke", "ALE/Breakout-v5"), fresh=True)
+    assert json.loads(path.read_text())["serve_action"] == 1
+
+    path.unlink()  # a run made before runs recorded the protocol gets it on resume
+    init_run(run, make_config("smoke", "ALE/Breakout-v5"))
+    assert json.loads(path.read_text()) == recorded
 
 
 def test_a_run_grows_by_rounds_but_not_by_other_changes(tmp_path):

@@ -114,15 +114,42 @@ def get_spec(env_id: str) -> EnvSpec:
 def make_env(env_id: str) -> gym.Env:
     """A fresh environment producing RGB arrays; seed it with ``reset(seed=...)``."""
     spec = get_spec(env_id)
-    if env_id.startswith("ALE/"):
-        import ale_py
-
-        gym.register_envs(ale_py)
+    _register(env_id)
     kwargs = dict(spec.make_kwargs)
     if spec.frames_from_render:
         kwargs["render_mode"] = "rgb_array"
     env = gym.make(env_id, disable_env_checker=True, **kwargs)
     return env if spec.serve_action is None else ServeWrapper(env, spec.serve_action)
+
+
+def _register(env_id: str) -> None:
+    if env_id.startswith("ALE/"):
+        import ale_py
+
+        gym.register_envs(ale_py)
+
+
+def env_protocol(env_id: str) -> dict:
+    """What decides the episodes an env id plays here: its gymnasium registration
+    (ALE v5: sticky actions 0.25 and frameskip 4) and this library's settings for it
+    (crop, serve, caps). A run records it in ``environment.json``."""
+    spec = get_spec(env_id)
+    _register(env_id)
+    registered = gym.spec(env_id)
+    return dict(
+        env_id=env_id,
+        registered_kwargs=dict(registered.kwargs),
+        registered_max_episode_steps=registered.max_episode_steps,
+        make_kwargs=dict(spec.make_kwargs),
+        action_kind=spec.action_kind,
+        action_size=spec.action_size,
+        max_steps=spec.max_steps,
+        preset_max_steps=spec.preset_max_steps,
+        crop_rows=list(spec.crop_rows) if spec.crop_rows else None,
+        grow_objects=spec.grow_objects,
+        frames_from_render=spec.frames_from_render,
+        serve_action=spec.serve_action,
+    )
 
 
 class ServeWrapper(gym.Wrapper):

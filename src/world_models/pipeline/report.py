@@ -17,7 +17,7 @@ from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
 from world_models.pipeline.candidates import chosen_folder, load_candidates
 from world_models.pipeline.markers import read_markers
-from world_models.run_directory import load_run_config
+from world_models.run_directory import ENVIRONMENT_FILENAME, load_run_config
 from world_models.stats import paired_difference, summarize
 
 
@@ -93,7 +93,7 @@ def render_report(run_dir: str | Path) -> str:
         f"{config.pipeline.rounds} round(s). "
         "Full settings: [config.json](config.json).",
         "",
-    ]
+    ] + _protocol_lines(run_dir)
 
     lines += [
         "## Data",
@@ -222,6 +222,20 @@ def render_report(run_dir: str | Path) -> str:
     if videos:
         lines += ["## Videos", ""] + videos + [""]
     return "\n".join(lines)
+
+
+def _protocol_lines(run_dir: Path) -> list[str]:
+    path = run_dir / ENVIRONMENT_FILENAME
+    if not path.exists():
+        return []
+    protocol = json.loads(path.read_text())
+    registered = ", ".join(
+        f"{key} {value}" for key, value in protocol["registered_kwargs"].items()
+    ) or "its defaults"
+    serve = protocol.get("serve_action")
+    served = f"; the env presses action {serve} to serve" if serve is not None else ""
+    return [f"The env as registered: {registered}{served} "
+            f"([{ENVIRONMENT_FILENAME}]({ENVIRONMENT_FILENAME})).", ""]
 
 
 def write_report(run_dir: str | Path) -> Path:
