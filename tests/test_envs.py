@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
 
+from world_models.data.play import play_episode
 from world_models.envs import (
     ENVS,
     EnvSpec,
     UnknownEnvError,
     get_spec,
     make_env,
+    observed_frame,
     preprocess_frame,
     raw_frame,
 )
@@ -58,3 +60,36 @@ def test_env_spec_refuses_inconsistent_action_settings():
         EnvSpec("X-v0", "discrete", 2, 100, None, grow_objects=2)
     car = get_spec("CarRacing-v3")
     assert car.action_squash == "car" and len(car.brownian_drift) == car.action_size
+
+
+def test_lunarlanders_crash_ends_as_termination_and_its_cap_as_truncation():
+    episode = play_episode("LunarLander-v3", "brownian", seed=1, max_steps=1000)
+    steps = len(episode["rewards"])
+    assert steps < 1000 and len(episode["obs"]) == steps + 1
+    assert episode["terminated"].tolist() == [False] * (steps - 1) + [True]
+    assert not episode["truncated"].any() and episode["rewards"][-1] == -100  # crash
+    cut = play_episode("LunarLander-v3", "brownian", seed=1, max_steps=20)
+    assert cut["truncated"].tolist() == [False] * 19 + [True]
+    assert not cut["terminated"].any()
+
+
+def test_the_lander_is_in_the_frame_where_its_body_is():
+    # render() draws 30 pixels per Box2D unit, 600 x 400, y up; the frame is 64 x 64
+    spec = get_spec("LunarLander-v3")
+    env = make_env(spec.env_id)
+    rng = np.random.default_rng(0)
+    observation, _ = env.reset(seed=4)
+    checked = 0
+    for step in range(75):  # falling, side engines only: in view from step 29 on
+        observation, *_ = env.step(int(rng.choice([0, 1, 3])))
+        if step % 15 == 14 and step >= 29:
+            frame = observed_frame(env, observation, spec).astype(int)
+            red, green, blue = np.moveaxis(frame, -1, 0)
+            rows, cols = np.nonzero((blue > red + 40) & (blue > green + 40))  # violet
+            x, y = env.unwrapped.lander.position
+            assert len(rows) >= 8
+            assert abs(rows.mean() - (400 - 30 * y) / 400 * 64) < 1.5
+            assert abs(cols.mean() - 30 * x / 600 * 64) < 1.5
+            checked += 1
+    env.close()
+    assert checked == 4
