@@ -99,9 +99,8 @@ def test_a_run_records_its_envs_protocol_and_refuses_a_changed_one(tmp_path):
     assert recorded["versions"]["ale-py"]
     init_run(run, make_config("smoke", "ALE/Breakout-v5"))  # the same protocol resumes
     shown = render_report(run)
-    assert "repeat_action_probability 0.25, full_action_space False, frameskip 4" in (
-        shown)
-    assert "presses action 1 to serve" in shown
+    registered = "repeat_action_probability 0.25, full_action_space False, frameskip 4"
+    assert registered in shown and "presses action 1 to serve" in shown
 
     # a run begun before the env served the ball, then resumed
     path.write_text(json.dumps(dict(recorded, serve_action=None)))
