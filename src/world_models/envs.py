@@ -8,6 +8,7 @@ and one resize method (PIL bilinear) for collection, training, the agent and eva
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import metadata
 
 import gymnasium as gym
 import numpy as np
@@ -122,11 +123,21 @@ def make_env(env_id: str) -> gym.Env:
     return env if spec.serve_action is None else ServeWrapper(env, spec.serve_action)
 
 
+def _atari(env_id: str) -> bool:
+    return env_id.startswith("ALE/")
+
+
 def _register(env_id: str) -> None:
-    if env_id.startswith("ALE/"):
+    if _atari(env_id):
         import ale_py
 
         gym.register_envs(ale_py)
+
+
+def env_versions(env_id: str) -> dict[str, str]:
+    """The installed versions of the packages that play ``env_id``."""
+    packages = ("gymnasium", "ale-py") if _atari(env_id) else ("gymnasium",)
+    return {name: metadata.version(name) for name in packages}
 
 
 def env_protocol(env_id: str) -> dict:

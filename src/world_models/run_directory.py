@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import typing
-from importlib import metadata
 from pathlib import Path
 
 from world_models.config import (
@@ -23,7 +22,7 @@ from world_models.config import (
     config_diff,
     load_config,
 )
-from world_models.envs import env_protocol
+from world_models.envs import env_protocol, env_versions
 from world_models.files import write_atomic_text
 from world_models.seeds import write_seed_plan
 
@@ -93,9 +92,7 @@ def load_run_config(
 def _record_environment(run_dir: Path, env_id: str) -> None:
     """``environment.json``: the env's protocol, and the versions that played it
     (recorded, not compared: another gymnasium playing the same protocol may resume)."""
-    packages = ("gymnasium", "ale-py") if env_id.startswith("ALE/") else ("gymnasium",)
-    record = dict(env_protocol(env_id),
-                  versions={name: metadata.version(name) for name in packages})
+    record = dict(env_protocol(env_id), versions=env_versions(env_id))
     write_atomic_text(run_dir / ENVIRONMENT_FILENAME, json.dumps(record, indent=2))
 
 
