@@ -34,6 +34,13 @@ def main() -> None:
         action="store_true",
         help="the agent with all controller parameters zero",
     )
+    parser.add_argument(
+        "--action-noise",
+        type=float,
+        default=None,
+        help="the agent at this Gaussian action noise instead of its kept level "
+        "(written to eval/agent_noiseX.json)",
+    )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument(
         "--max-steps",
@@ -65,13 +72,15 @@ def main() -> None:
         workers=args.workers,
         max_steps=args.max_steps,
         progress=not args.no_progress,
+        action_noise=args.action_noise,
     )
     print(format_score(report))
     if args.video:
         seeds = args.video_seeds or [report["results"][0]["seed"]]
         for seed in seeds:
             path = record_video(
-                args.run, seed, policy, args.max_steps, video_format=args.video_format
+                args.run, seed, policy, args.max_steps, video_format=args.video_format,
+                action_noise=args.action_noise,
             )
             print(f"video: {path}")
 

@@ -126,6 +126,16 @@ def test_the_final_check_chooses_the_noise_the_kept_controller_acts_at(tmp_path)
     assert make_agent("CarRacing-v3", str(run), controller="zero").noise == 0.1
     report = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False)
     assert report["action_noise"] == pytest.approx(kept["noise"])
+    # a level the check did not offer, on the test seeds, beside the run's own test
+    other = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False,
+                         action_noise=0.3)
+    assert other["name"] == "agent_noise0.3" and other["action_noise"] == 0.3
+    replay = real_check(run, config, search["best_params"], 1, range(7, 8), 0.3)
+    assert other["results"][0]["return"] == pytest.approx(replay[0]["return"])
+    assert other["results"][0]["return"] != report["results"][0]["return"]
+    assert (run / "eval" / "agent.json").exists()
+    with pytest.raises(ValueError, match="action noise is for"):
+        evaluate_run(run, policy="brownian", episodes=1, action_noise=0.1)
     exported = export_agent(run, tmp_path / "exported")
     assert exported_action_noise(exported) == pytest.approx(kept["noise"])
     assert make_agent("CarRacing-v3", str(exported)).noise == pytest.approx(

@@ -39,6 +39,7 @@ from world_models.seeds import BAND
 # policies that read V, M and C (q_agent: its Q-network, RUN/dqn) from the run
 MODEL_POLICIES = ("agent", "on_policy", "q_agent")
 ZERO_CONTROLLER = "zero"
+NOISY_POLICIES = ("agent", ZERO_CONTROLLER)  # the ones --action-noise applies to
 VIDEO_SCALE = 4  # 64x64 panels drawn at 256x256
 
 
@@ -55,15 +56,22 @@ def summarize_returns(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     )
 
 
-def policy_setup(run_dir: str | os.PathLike, policy: str) -> tuple[str, dict[str, Any]]:
+def policy_setup(
+    run_dir: str | os.PathLike, policy: str, action_noise: float | None = None
+) -> tuple[str, dict[str, Any]]:
     """(registered policy, its kwargs) for ``policy`` played with the models of the run.
 
-    ``zero`` is the agent with every controller parameter zero.
+    ``zero`` is the agent with every controller parameter zero. ``action_noise``
+    replaces the noise the agent would act at (the agent and zero only).
     """
+    if action_noise is not None and policy not in NOISY_POLICIES:
+        raise ValueError(f"action noise is for the policies {NOISY_POLICIES}, "
+                         f"not {policy!r}")
+    noise = {} if action_noise is None else dict(noise=float(action_noise))
     if policy == ZERO_CONTROLLER:
-        return "agent", dict(run_dir=str(run_dir), controller="zero")
+        return "agent", dict(run_dir=str(run_dir), controller="zero", **noise)
     if policy in MODEL_POLICIES:
-        return policy, dict(run_dir=str(run_dir))
+        return policy, dict(run_dir=str(run_dir), **noise)
     return policy, {}
 
 
@@ -76,16 +84,21 @@ def evaluate_run(
     workers: int | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    action_noise: float | None = None,
 ) -> dict[str, Any]:
     """Play ``policy`` on seeds ``seed``..``seed+episodes-1``; write eval/NAME.json.
 
     ``policy``: agent, on_policy, zero (the zero controller) or any collection policy.
-    ``name`` defaults to the policy's. Unset arguments come from the run's eval config.
+    ``action_noise``: the agent (or zero) at this Gaussian action noise instead of
+    the level it acts at, e.g. to test a level its final check did not offer.
+    ``name`` defaults to the policy's (``POLICY_noiseX`` with ``action_noise``, so
+    the run's own test file stays). Unset arguments come from the run's eval config.
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     settings = config.eval
-    name = policy if name is None else name
+    if name is None:
+        name = policy if action_noise is None else f"{policy}_noise{action_noise:g}"
     episodes = settings.episodes if episodes is None else episodes
     seed = settings.seed if seed is None else seed
     workers = settings.workers if workers is None else workers
@@ -97,8 +110,10 @@ def evaluate_run(
             f"test seeds must lie in [0, {BAND}): seeds from {BAND} on are the "
             "selection and collection tracks (see seeds.py)"
         )
-    registered, kwargs = policy_setup(run_dir, policy)
+    registered, kwargs = policy_setup(run_dir, policy, action_noise)
     limit = step_limit(get_spec(config.env_id), max_steps)
+    noise = (kept_action_noise(run_dir) if policy == "agent" and action_noise is None
+             else action_noise)
     results = play_episodes(
         config.env_id,
         registered,
@@ -115,7 +130,7 @@ def evaluate_run(
         policy=policy,
         env_id=config.env_id,
         max_steps=limit,
-        **(dict(action_noise=kept_action_noise(run_dir)) if policy == "agent" else {}),
+        **({} if noise is None else dict(action_noise=noise)),
         **summarize_returns(results),
         results=results,
     )
@@ -209,6 +224,7 @@ def record_video(
     video_format: str = "mp4",
     out_path: str | os.PathLike | None = None,
     fps: int = 30,
+    action_noise: float | None = None,
 ) -> Path:
     """Play one seeded episode in this process and write its video (mp4 or gif)."""
     if video_format not in ("mp4", "gif"):
@@ -217,7 +233,7 @@ def record_video(
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    registered, kwargs = policy_setup(run_dir, policy)
+    registered, kwargs = policy_setup(run_dir, policy, action_noise)
     actor = make_policy(registered, config.env_id, **kwargs)
     max_steps = config.eval.max_steps if max_steps is None else max_steps
     episode = play_episode(
@@ -225,8 +241,9 @@ def record_video(
     )
     _, vae, rnn = load_models(str(run_dir))
     panels = world_model_panels(vae, rnn, episode, seed)
+    noise_tag = "" if action_noise is None else f"_noise{action_noise:g}"
     out_path = Path(
-        out_path or run_dir / "eval" / f"{policy}_seed{seed}.{video_format}"
+        out_path or run_dir / "eval" / f"{policy}{noise_tag}_seed{seed}.{video_format}"
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     frames = render_frames(episode, panels)
