@@ -136,6 +136,8 @@ def test_the_final_check_chooses_the_noise_the_kept_controller_acts_at(tmp_path)
     assert (run / "eval" / "agent.json").exists()
     with pytest.raises(ValueError, match="action noise is for"):
         evaluate_run(run, policy="brownian", episodes=1, action_noise=0.1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        evaluate_run(run, episodes=1, action_noise=-0.1)
     exported = export_agent(run, tmp_path / "exported")
     assert exported_action_noise(exported) == pytest.approx(kept["noise"])
     assert make_agent("CarRacing-v3", str(exported)).noise == pytest.approx(

@@ -67,6 +67,8 @@ def policy_setup(
     if action_noise is not None and policy not in NOISY_POLICIES:
         raise ValueError(f"action noise is for the policies {NOISY_POLICIES}, "
                          f"not {policy!r}")
+    if action_noise is not None and action_noise < 0:
+        raise ValueError(f"action noise must be >= 0, got {action_noise}")
     noise = {} if action_noise is None else dict(noise=float(action_noise))
     if policy == ZERO_CONTROLLER:
         return "agent", dict(run_dir=str(run_dir), controller="zero", **noise)
