@@ -77,6 +77,11 @@ def policy_setup(
     return policy, {}
 
 
+def _noise_suffix(action_noise: float | None) -> str:
+    """What an output's name gains when played at a chosen action noise."""
+    return "" if action_noise is None else f"_noise{action_noise:g}"
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     name: str | None = None,
@@ -99,8 +104,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     settings = config.eval
-    if name is None:
-        name = policy if action_noise is None else f"{policy}_noise{action_noise:g}"
+    name = policy + _noise_suffix(action_noise) if name is None else name
     episodes = settings.episodes if episodes is None else episodes
     seed = settings.seed if seed is None else seed
     workers = settings.workers if workers is None else workers
@@ -243,10 +247,8 @@ def record_video(
     )
     _, vae, rnn = load_models(str(run_dir))
     panels = world_model_panels(vae, rnn, episode, seed)
-    noise_tag = "" if action_noise is None else f"_noise{action_noise:g}"
-    out_path = Path(
-        out_path or run_dir / "eval" / f"{policy}{noise_tag}_seed{seed}.{video_format}"
-    )
+    out_path = Path(out_path or run_dir / "eval" / (
+        f"{policy}{_noise_suffix(action_noise)}_seed{seed}.{video_format}"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     frames = render_frames(episode, panels)
     if out_path.suffix == ".gif":
