@@ -44,7 +44,8 @@ def test_overrides_are_typed():
                                  "vae.nope=1", "nope.x=1", "vae.batch_size=abc",
                                  "novalue", "dream.final_check_noise=0.05",
                                  "dream.final_check_noise=fast",
-                                 "dream.finalists=1 dream.final_check_noise=1.5"])
+                                 "dream.finalists=1 dream.final_check_noise=1.5",
+                                 "pipeline.round_choice_episodes=-1"])
 def test_invalid_values_refused(bad):
     with pytest.raises(ConfigError):
         apply_overrides(make_config("smoke"), bad.split())

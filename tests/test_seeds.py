@@ -22,8 +22,10 @@ def _every_seed_by_purpose(config) -> dict[str, list[range]]:
     ]
     final = [seeds.final_check_seeds(config, k) for k in range(config.pipeline.rounds)
              if config.dream.finalists]
+    choice = [seeds.round_choice_seeds(config, k)
+              for k in range(1, config.pipeline.rounds)]
     return dict(test=[seeds.test_seeds(config)], collection=collection,
-                selection=selection + final + [seeds.fit_check_seeds(1000)])
+                selection=selection + final + choice + [seeds.fit_check_seeds(1000)])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -51,6 +53,7 @@ def test_default_plans_of_every_env_are_valid(env_id):
     "dream.real_eval_episodes=1001",
     "dream.real_eval_every=1",                   # more checks than a round holds
     "dream.final_check_episodes=1001",
+    "pipeline.round_choice_episodes=1001",
 ])
 def test_plans_that_could_overlap_are_refused(bad):
     overrides = [bad] + (["dream.generations=2000"] if "every" in bad else [])

@@ -293,6 +293,10 @@ class PipelineConfig:
     # chosen among by the same final check: from another CMA seed one standard search
     # tested 67 points lower on the same M (docs/transfer.md, thirteenth pass).
     search_candidates: int = 1
+    # A later round keeps its agent only if it beats the previous round's on this many
+    # shared episodes, where the previous agent is still whole (a fresh M and search,
+    # V kept: pipeline/round_choice.py); 0 keeps every round's own agent.
+    round_choice_episodes: int = 16
 
     @property
     def candidates(self) -> int:
@@ -317,3 +321,7 @@ class PipelineConfig:
         require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
         require(self.rnn_candidates > 0, "pipeline.rnn_candidates must be > 0")
         require(self.search_candidates > 0, "pipeline.search_candidates must be > 0")
+        require(
+            self.round_choice_episodes >= 0,
+            "pipeline.round_choice_episodes must be >= 0",
+        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,3 +46,14 @@ def write_json(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically, creating its folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic_text(path, json.dumps(data, indent=2))
+
+
+def copy_tree_atomic(source: Path, destination: Path) -> None:
+    """Copy the folder ``source`` to ``destination`` unless it is there: the copy is
+    made beside it and renamed into place, so a kill leaves no half a folder."""
+    if destination.exists():
+        return
+    partial = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    partial.rename(destination)

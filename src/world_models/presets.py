@@ -58,7 +58,7 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
                 real_eval_episodes=1,
             ),
             "eval": dict(episodes=2, max_steps=40, video=False),
-            "pipeline": dict(on_policy_episodes=2),
+            "pipeline": dict(on_policy_episodes=2, round_choice_episodes=2),
         }
     if preset == "quick":
         return {

@@ -12,7 +12,9 @@ A policy's collection slot comes from its name (``COLLECTION_SLOTS``), not from 
 position in a list, so collecting one policy alone plays the same tracks as collecting
 it among others. Each real check of the dream search plays a fresh block of selection
 seeds; a round's last two blocks are reserved for the finalists' re-check at the end
-of the search and (the last) for ``scripts/fit_controller.py``'s check.
+of the search and (the last) for ``scripts/fit_controller.py``'s check, and the block
+before them for the choice between a later round's agent and the previous round's
+(``pipeline/round_choice.py``).
 The model-free band is the training episodes of the baseline that learns from real
 frames without a world model (``rl/ppo_frames``): a run of training seed ``seed``
 starts its episodes on consecutive seeds of its own block. The real-DQN band is the
@@ -62,7 +64,8 @@ MAX_ROUNDS = BAND // ROUND_STRIDE
 BLOCKS_PER_ROUND = ROUND_STRIDE // CHECK_STRIDE
 FIT_CHECK_BLOCK = BLOCKS_PER_ROUND - 1
 FINAL_CHECK_BLOCK = BLOCKS_PER_ROUND - 2
-MAX_CHECKS_PER_ROUND = FINAL_CHECK_BLOCK  # the search's own checks: blocks below it
+ROUND_CHOICE_BLOCK = BLOCKS_PER_ROUND - 3
+MAX_CHECKS_PER_ROUND = ROUND_CHOICE_BLOCK  # the search's own checks: blocks below it
 SEED_PLAN_FILENAME = "seeds.json"
 
 
@@ -133,6 +136,13 @@ def final_check_seeds(config: Any, round_index: int) -> range:
     )
 
 
+def round_choice_seeds(config: Any, round_index: int) -> range:
+    """The block on which a later round's agent and the previous round's both play."""
+    return _selection_block(
+        round_index, ROUND_CHOICE_BLOCK, config.pipeline.round_choice_episodes
+    )
+
+
 def fit_check_seeds(episodes: int) -> range:
     """Round 0's block for checking a controller fitted outside the search."""
     return _selection_block(0, FIT_CHECK_BLOCK, episodes)
@@ -184,6 +194,8 @@ def check_seed_plan(config: Any) -> None:
         problems.append(f"dream.real_eval_episodes must be <= {CHECK_STRIDE}")
     if config.dream.final_check_episodes > CHECK_STRIDE:
         problems.append(f"dream.final_check_episodes must be <= {CHECK_STRIDE}")
+    if config.pipeline.round_choice_episodes > CHECK_STRIDE:
+        problems.append(f"pipeline.round_choice_episodes must be <= {CHECK_STRIDE}")
     if checks_per_round(config) > MAX_CHECKS_PER_ROUND:
         problems.append(
             f"too many real checks per round ({checks_per_round(config)} > "
@@ -220,6 +232,11 @@ def seed_plan(config: Any) -> dict[str, Any]:
         plan["final_check"] = {
             f"round{k}": span(final_check_seeds(config, k))
             for k in range(config.pipeline.rounds)
+        }
+    if config.pipeline.round_choice_episodes:
+        plan["round_choice"] = {
+            f"round{k}": span(round_choice_seeds(config, k))
+            for k in range(1, config.pipeline.rounds)
         }
     return plan
 

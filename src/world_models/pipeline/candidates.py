@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from world_models.config import Config
 from world_models.dream.selection import load_finalists
-from world_models.files import write_atomic_text
+from world_models.files import copy_tree_atomic, write_atomic_text
 from world_models.run_directory import init_run
 
 CANDIDATES_FILENAME = "candidates.json"
@@ -115,21 +114,12 @@ def choose_candidate(run_dir: str | os.PathLike, config: Config) -> dict[str, An
     chosen = max(rows, key=lambda row: (row["final_score"], -row["index"],
                                         -row["search"]))
     for name in CHOSEN_FOLDERS:
-        _copy_into_place(run_dir / "candidates" / chosen["folder"] / name,
+        copy_tree_atomic(run_dir / "candidates" / chosen["folder"] / name,
                          run_dir / name)
     record = dict(chosen=chosen["index"], chosen_search=chosen["search"],
                   chosen_folder=chosen["folder"], candidates=rows)
     write_atomic_text(run_dir / CANDIDATES_FILENAME, json.dumps(record, indent=2))
     return record
-
-
-def _copy_into_place(source: Path, destination: Path) -> None:
-    if destination.exists():
-        return
-    partial = destination.with_name(destination.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial)
-    partial.rename(destination)
 
 
 def chosen_folder(record: dict[str, Any]) -> str:

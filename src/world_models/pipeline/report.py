@@ -17,6 +17,7 @@ from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
 from world_models.pipeline.candidates import chosen_folder, load_candidates
 from world_models.pipeline.markers import read_markers
+from world_models.pipeline.round_choice import round_choice_section
 from world_models.run_directory import ENVIRONMENT_FILENAME, load_run_config
 from world_models.stats import paired_difference, summarize
 
@@ -165,6 +166,7 @@ def render_report(run_dir: str | Path) -> str:
         lines += paired + [""]
 
     lines += _candidates_section(run_dir)
+    lines += round_choice_section(run_dir)
     lines += _finalists_section(run_dir, config.dream.patience)
     lines += calibration_section(run_dir)
 

@@ -10,7 +10,9 @@ continues from the previous round's checkpoint to (K + 1) × the configured step
 with ``pipeline.retrain_rnn`` starts over (the previous M is kept aside as
 ``rnn_roundK-1``). With ``pipeline.rnn_candidates`` or ``search_candidates`` > 1,
 round 0 trains several M's or runs several searches in each, and keeps the M and
-search whose controller plays best (``pipeline/candidates.py``).
+search whose controller plays best (``pipeline/candidates.py``). A later round with a
+fresh M and search keeps its agent only if it plays better than the previous round's
+(``pipeline/round_choice.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from world_models.config import Config
 from world_models.files import write_atomic_text
 from world_models.pipeline.markers import marker_path, read_marker
 from world_models.pipeline.report import write_report
+from world_models.pipeline.round_choice import choose_round, previous_agent_available
 from world_models.run_directory import init_run
 from world_models.seeds import collection_seeds
 
@@ -180,6 +183,15 @@ def _train_m_and_search(run_dir: Path, config: Config, k: int, progress: bool) -
             start_from=start_from,
         ),
     )
+    if settings.round_choice_episodes and previous_agent_available(run_dir, config, k):
+        _run_stage(run_dir, k, "round_choice",
+                   lambda: _summary(choose_round(run_dir, config, k)))
+
+
+def _summary(choice: dict[str, Any]) -> dict[str, Any]:
+    agents = [{key: agent[key] for key in ("round", "noise", "mean", "std")}
+              for agent in choice["agents"]]
+    return dict(kept_round=choice["kept_round"], seeds=choice["seeds"], agents=agents)
 
 
 def _train_candidates(run_dir: Path, config: Config, progress: bool) -> None:
