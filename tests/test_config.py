@@ -156,18 +156,18 @@ def test_missing_and_corrupt_config_files(tmp_path):
 
 
 def test_a_fresh_m_each_round_needs_a_new_search_each_round():
+    config = make_config("quick")  # later rounds: a fresh M and search by default
+    assert config.pipeline.retrain_rnn and not config.pipeline.warm_start_es
     with pytest.raises(ConfigError,
                        match="retrain_rnn needs pipeline.warm_start_es=false"):
-        make_config("quick", overrides=["pipeline.retrain_rnn=true"])
-    config = make_config(
-        "quick", overrides=["pipeline.retrain_rnn=true", "pipeline.warm_start_es=false"]
-    )
-    assert config.pipeline.retrain_rnn and not config.pipeline.warm_start_es
+        make_config("quick", overrides=["pipeline.warm_start_es=true"])
+    continued = make_config("quick", overrides=[
+        "pipeline.retrain_rnn=false", "pipeline.warm_start_es=true"])
+    assert not continued.pipeline.retrain_rnn and continued.pipeline.warm_start_es
     with pytest.raises(ConfigError, match="freeze_lstm keeps round 0's LSTM"):
-        make_config("quick", overrides=[
-            "pipeline.retrain_rnn=true", "pipeline.warm_start_es=false",
-            "pipeline.freeze_lstm=true",
-        ])
+        make_config("quick", overrides=["pipeline.freeze_lstm=true"])
+    assert make_config("quick", overrides=[
+        "pipeline.freeze_lstm=true", "pipeline.retrain_rnn=false"]).pipeline.freeze_lstm
 
 
 def test_a_config_names_the_preset_it_was_built_from():

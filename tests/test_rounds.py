@@ -1,5 +1,5 @@
-"""Curriculum rounds end to end: the smoke pipeline over two rounds, continuing M,
-training a fresh one, or keeping round 0's LSTM."""
+"""Curriculum rounds end to end: the smoke pipeline over two rounds, training a fresh
+M and search (the default), continuing them, or keeping round 0's LSTM."""
 
 import json
 import shutil
@@ -20,36 +20,45 @@ from world_models.pipeline.round_choice import choose_round, load_round_choices
 from world_models.seeds import round_choice_seeds
 from world_models.training.rnn import load_rnn
 
+CONTINUED = ("--set", "pipeline.retrain_rnn=false",
+             "--set", "pipeline.warm_start_es=true")
 
-def test_two_rounds(tmp_path):
-    run_dir = tmp_path / "two"
-    subprocess.run(smoke_pipeline_command(run_dir, "--rounds", "2"), check=True,
-                   cwd=ROOT, timeout=900)
-    for stage in ("collect", "encode", "rnn", "dream", "test"):
+
+@pytest.fixture(scope="module")
+def fresh_m_run(tmp_path_factory):
+    """Two smoke rounds as the defaults run them (a fresh M and search in round 1),
+    and a copy of the run as round 0 left it."""
+    run_dir = tmp_path_factory.mktemp("fresh_m") / "run"
+    subprocess.run(smoke_pipeline_command(run_dir, "--rounds", "1"),
+                   check=True, cwd=ROOT, timeout=900)
+    round0 = run_dir.with_name("round0")
+    shutil.copytree(run_dir, round0, symlinks=True)
+    subprocess.run(smoke_pipeline_command(run_dir, "--rounds", "2"),
+                   check=True, cwd=ROOT, timeout=900)
+    return run_dir, round0
+
+
+def test_two_rounds(fresh_m_run):
+    run_dir, _ = fresh_m_run
+    for stage in ("collect", "encode", "rnn", "dream", "round_choice", "test"):
         assert marker_path(run_dir, 1, stage).exists(), stage
     assert list((run_dir / "data" / "round1" / "on_policy").glob("*.npz"))
     report = (run_dir / "report.md").read_text()
     assert "| 1 | on_policy |" in report
     assert (run_dir / "eval" / "round1_agent.json").exists()
+
+
+def test_a_round_that_continues_m_and_its_search(tmp_path):
+    run_dir = tmp_path / "continued"
+    subprocess.run(smoke_pipeline_command(run_dir, "--rounds", "2", *CONTINUED),
+                   check=True, cwd=ROOT, timeout=900)
+    steps = make_config("smoke").rnn.steps
+    assert read_metrics(run_dir / "rnn" / "metrics.jsonl")[-1]["step"] == 2 * steps
+    assert not (run_dir / "rnn_round0").exists()
+    assert not marker_path(run_dir, 1, "round_choice").exists()  # no round 0 agent
     # Round 1 retrained M, so the controller kept in round 0 was scored again under it.
     rows = [json.loads(line) for line in (run_dir / "dream" / "metrics.jsonl").open()]
     assert any("best_rescored" in row for row in rows)
-
-
-@pytest.fixture(scope="module")
-def fresh_m_run(tmp_path_factory):
-    """Two smoke rounds with a fresh M and search in round 1, and a copy of the run
-    as round 0 left it."""
-    run_dir = tmp_path_factory.mktemp("fresh_m") / "run"
-    fresh = ("--set", "pipeline.retrain_rnn=true", "--set",
-             "pipeline.warm_start_es=false")
-    subprocess.run(smoke_pipeline_command(run_dir, "--rounds", "1", *fresh),
-                   check=True, cwd=ROOT, timeout=900)
-    round0 = run_dir.with_name("round0")
-    shutil.copytree(run_dir, round0, symlinks=True)
-    subprocess.run(smoke_pipeline_command(run_dir, "--rounds", "2", *fresh),
-                   check=True, cwd=ROOT, timeout=900)
-    return run_dir, round0
 
 
 def test_a_round_that_trains_a_fresh_m(fresh_m_run):
@@ -120,7 +129,7 @@ def _files(folder):
 def test_a_round_with_a_frozen_lstm_keeps_round_0s_lstm(tmp_path):
     run_dir = tmp_path / "frozen"
     subprocess.run(smoke_pipeline_command(
-        run_dir, "--rounds", "2", "--set", "pipeline.freeze_lstm=true"),
+        run_dir, "--rounds", "2", "--set", "pipeline.freeze_lstm=true", *CONTINUED),
         check=True, cwd=ROOT, timeout=900)
     steps = make_config("smoke").rnn.steps
     round0, round1 = (load_rnn(run_dir, step) for step in (steps, 2 * steps))

@@ -277,11 +277,17 @@ class EvalConfig:
 class PipelineConfig:
     rounds: int = 1
     on_policy_episodes: int = 8
-    on_policy_noise: float = 0.1
+    # A later round's M learns from the kept controller's own failures, played as it
+    # acts without the brake: at 0.1 its fresh search was exploited as round 0's, at 0
+    # it rose by 204 (docs/transfer.md, twentieth pass).
+    on_policy_noise: float = 0.0
     heuristic_policies_later_rounds: tuple[str, ...] = ("recovery",)
     retrain_vae: bool = False
-    retrain_rnn: bool = False  # a fresh M each round on all data, not the last one's
-    warm_start_es: bool = True
+    # Each later round trains a fresh M on all rounds' data and runs a fresh search
+    # from the kept controller: a continued M and search fell below round 0 (rows 34
+    # and 38), a fresh pair on the failures rose.
+    retrain_rnn: bool = True
+    warm_start_es: bool = False
     # Later rounds train only M's heads: the h a kept controller reads keeps its
     # meaning.
     freeze_lstm: bool = False
@@ -309,11 +315,13 @@ class PipelineConfig:
         # same length would pass for the old one. A new search each round re-scores.
         require(
             not (self.retrain_rnn and self.warm_start_es),
-            "pipeline.retrain_rnn needs pipeline.warm_start_es=false",
+            "pipeline.retrain_rnn needs pipeline.warm_start_es=false (a continued "
+            "search: set pipeline.retrain_rnn=false with it)",
         )
         require(
             not (self.retrain_rnn and self.freeze_lstm),
-            "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn",
+            "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn (set "
+            "pipeline.retrain_rnn=false with it)",
         )
         require(
             self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0"
