@@ -99,12 +99,12 @@ def test_the_final_check_chooses_the_noise_the_kept_controller_acts_at(tmp_path)
     config = init_run(run, make_config("smoke", overrides=TINY_OVERRIDES + (
         "dream.generations=2", "dream.real_eval_every=1", "dream.finalists=2",
         "dream.final_check_episodes=2", "eval.max_steps=60", "dream.action_noise=0.1",
-        "dream.final_check_noise=0.1,0.0,0.6")), fresh=True)
+        "dream.final_check_noise=0.1,0.3,0.6")), fresh=True)
     summary = evolve(run, progress=False)
 
     record = load_finalists(run)["2"]
     levels = record["noise_levels"]
-    assert [row["noise"] for row in levels] == [0.1, 0.0, 0.6]  # the run's, once
+    assert [row["noise"] for row in levels] == [0.1, 0.3, 0.6]  # the run's, once
     winner = max(record["finalists"], key=lambda f: f["final_score"])
     assert levels[0]["final_score"] == winner["final_score"]
     assert len({row["final_score"] for row in levels}) == 3  # the noise plays a part
@@ -121,16 +121,21 @@ def test_the_final_check_chooses_the_noise_the_kept_controller_acts_at(tmp_path)
         replay = real_check(run, config, search["best_params"], 1, seeds, row["noise"])
         assert np.mean([r["return"] for r in replay]) == pytest.approx(
             row["final_score"], abs=1e-4)
-    assert kept_action_noise(run) == pytest.approx(kept["noise"])
-    assert make_agent("CarRacing-v3", str(run)).noise == pytest.approx(kept["noise"])
+    # the level as configured, not its float32 in the search state: the final check
+    # played that, and a noise rounded otherwise would play other episodes
+    assert kept_action_noise(run) == kept["noise"]
+    assert make_agent("CarRacing-v3", str(run)).noise == kept["noise"]
     assert make_agent("CarRacing-v3", str(run), controller="zero").noise == 0.1
     report = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False)
-    assert report["action_noise"] == pytest.approx(kept["noise"])
+    assert report["action_noise"] == kept["noise"]
+    at_kept = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False,
+                           action_noise=kept["noise"])
+    assert at_kept["results"] == report["results"]
     # a level the check did not offer, on the test seeds, beside the run's own test
     other = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False,
-                         action_noise=0.3)
-    assert other["name"] == "agent_noise0.3" and other["action_noise"] == 0.3
-    replay = real_check(run, config, search["best_params"], 1, range(7, 8), 0.3)
+                         action_noise=0.45)
+    assert other["name"] == "agent_noise0.45" and other["action_noise"] == 0.45
+    replay = real_check(run, config, search["best_params"], 1, range(7, 8), 0.45)
     assert other["results"][0]["return"] == pytest.approx(replay[0]["return"])
     assert other["results"][0]["return"] != report["results"][0]["return"]
     assert (run / "eval" / "agent.json").exists()

@@ -258,8 +258,10 @@ def kept_action_noise(run_dir: str | os.PathLike) -> float:
     config = load_run_config(run_dir)
     if not config.dream.final_check_noise:
         return config.dream.action_noise
-    search = load_search(run_dir, config)
-    return float(search["best_action_noise"])
+    stored = float(load_search(run_dir, config)["best_action_noise"])
+    # the level as configured: its float32 here would play other episodes than it did
+    levels = (config.dream.action_noise, *config.dream.final_check_noise)
+    return min(levels, key=lambda level: abs(level - stored))
 
 
 def export_agent(
@@ -311,9 +313,7 @@ def make_on_policy(
     controller: str = "best",
     params: Sequence[float] | None = None,
 ) -> Agent:
-    return make_agent(
-        env_id, run_dir, controller=controller, params=params, noise=noise
-    )
+    return make_agent(env_id, run_dir, controller, params, noise)
 
 
 register_policy("agent", make_agent)

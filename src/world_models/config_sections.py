@@ -277,31 +277,22 @@ class EvalConfig:
 class PipelineConfig:
     rounds: int = 1
     on_policy_episodes: int = 8
-    # A later round's M learns from the kept controller's own failures, played as it
-    # acts without the brake: at 0.1 its fresh search was exploited as round 0's, at 0
-    # it rose by 204 (docs/transfer.md, twentieth pass).
+    # Later rounds: the kept controller's own failures (no brake), a fresh M and a
+    # fresh search; the only such recipe that rose (docs/transfer.md, twentieth pass).
     on_policy_noise: float = 0.0
     heuristic_policies_later_rounds: tuple[str, ...] = ("recovery",)
     retrain_vae: bool = False
-    # Each later round trains a fresh M on all rounds' data and runs a fresh search
-    # from the kept controller: a continued M and search fell below round 0 (rows 34
-    # and 38), a fresh pair on the failures rose.
     retrain_rnn: bool = True
     warm_start_es: bool = False
-    # Later rounds train only M's heads: the h a kept controller reads keeps its
-    # meaning.
-    freeze_lstm: bool = False
-    # Round 0 trains this many M's (seeds rnn.seed + c), searches a controller in each
-    # dream and keeps the M whose controller scores best in reality: M's seed has moved
-    # the test score by ~450 points (pipeline/candidates.py, docs/transfer.md).
+    freeze_lstm: bool = False  # later rounds train M's heads only: h keeps its meaning
+    # Round 0 trains this many M's (seeds rnn.seed + c) and keeps the one whose dream's
+    # controller plays best: M's seed has moved the test by ~450 (candidates.py)
     rnn_candidates: int = 1
-    # Each M candidate runs this many searches (CMA-ES seeds dream.seed + s), all
-    # chosen among by the same final check: from another CMA seed one standard search
-    # tested 67 points lower on the same M (docs/transfer.md, thirteenth pass).
+    # Each M candidate runs this many searches (CMA-ES seeds dream.seed + s), chosen
+    # among by the same final check (docs/transfer.md, thirteenth pass: 67 apart)
     search_candidates: int = 1
     # A later round keeps its agent only if it beats the previous round's on this many
-    # shared episodes, where the previous agent is still whole (a fresh M and search,
-    # V kept: pipeline/round_choice.py); 0 keeps every round's own agent.
+    # shared episodes (pipeline/round_choice.py); 0 keeps every round's own.
     round_choice_episodes: int = 16
 
     @property
@@ -313,23 +304,16 @@ class PipelineConfig:
         require(self.rounds > 0, "pipeline.rounds must be > 0")
         # A continued search tells a new M by its checkpoint step; a fresh M of the
         # same length would pass for the old one. A new search each round re-scores.
-        require(
-            not (self.retrain_rnn and self.warm_start_es),
-            "pipeline.retrain_rnn needs pipeline.warm_start_es=false (a continued "
-            "search: set pipeline.retrain_rnn=false with it)",
-        )
-        require(
-            not (self.retrain_rnn and self.freeze_lstm),
-            "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn (set "
-            "pipeline.retrain_rnn=false with it)",
-        )
-        require(
-            self.on_policy_episodes >= 0, "pipeline.on_policy_episodes must be >= 0"
-        )
+        require(not (self.retrain_rnn and self.warm_start_es),
+                "pipeline.retrain_rnn needs pipeline.warm_start_es=false (a continued "
+                "search: set pipeline.retrain_rnn=false with it)")
+        require(not (self.retrain_rnn and self.freeze_lstm),
+                "pipeline.freeze_lstm keeps round 0's LSTM; it cannot retrain_rnn (set "
+                "pipeline.retrain_rnn=false with it)")
+        require(self.on_policy_episodes >= 0,
+                "pipeline.on_policy_episodes must be >= 0")
         require(self.on_policy_noise >= 0, "pipeline.on_policy_noise must be >= 0")
         require(self.rnn_candidates > 0, "pipeline.rnn_candidates must be > 0")
         require(self.search_candidates > 0, "pipeline.search_candidates must be > 0")
-        require(
-            self.round_choice_episodes >= 0,
-            "pipeline.round_choice_episodes must be >= 0",
-        )
+        require(self.round_choice_episodes >= 0,
+                "pipeline.round_choice_episodes must be >= 0")
