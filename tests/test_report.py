@@ -124,6 +124,13 @@ def test_report_shows_each_finalist_and_the_one_kept(run):
     (run_dir / "dream" / "finalists.json").write_text(json.dumps(record))
     report = render_report(run_dir)
     assert "| 0.1 | 47.5 ± 8.0 |" in report and "| 0.05 (kept) | 52.0 ± 7.0 |" in report
+    assert "other finalists" not in report
+    record["4"]["other_levels"] = [
+        dict(generation=2, noise=0.05, final_score=49.5, final_std=6.0, real_steps=60)]
+    (run_dir / "dream" / "finalists.json").write_text(json.dumps(record))
+    report = render_report(run_dir)
+    assert "the other finalists played the block at each level too" in report
+    assert "| 2 | 0.05 | 49.5 ± 6.0 |" in report
     record["4"]["stalled"] = True
     (run_dir / "dream" / "finalists.json").write_text(json.dumps(record))
     settings = json.loads((run_dir / "config.json").read_text())

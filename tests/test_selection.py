@@ -147,3 +147,53 @@ def test_the_final_check_chooses_the_noise_the_kept_controller_acts_at(tmp_path)
     assert exported_action_noise(exported) == pytest.approx(kept["noise"])
     assert make_agent("CarRacing-v3", str(exported)).noise == pytest.approx(
         kept["noise"])
+
+
+def test_every_finalist_plays_every_level_and_the_best_pair_is_kept(tmp_path):
+    from world_models.agent import kept_action_noise
+    from world_models.evaluation.contenders import RealSteps, search_steps
+
+    run = make_tiny_run(tmp_path / "run")
+    config = init_run(run, make_config("smoke", overrides=TINY_OVERRIDES + (
+        "dream.generations=2", "dream.real_eval_every=1", "dream.finalists=2",
+        "dream.final_check_episodes=2", "eval.max_steps=60",
+        "dream.final_check_noise=0.3,0.6",
+        "dream.final_check_noise_all_finalists=true")), fresh=True)
+    summary = evolve(run, progress=False)
+
+    record = load_finalists(run)["2"]
+    kept_generation = record["kept_generation"]
+    scores = {(row["generation"], 0.0): row["final_score"]
+              for row in record["finalists"]}
+    scores |= {(kept_generation, row["noise"]): row["final_score"]
+               for row in record["noise_levels"]}
+    scores |= {(row["generation"], row["noise"]): row["final_score"]
+               for row in record["other_levels"]}
+    assert len(record["finalists"]) == 2
+    assert len(scores) == 6 and len(record["other_levels"]) == 2  # each pair once
+    assert (kept_generation, record["kept_noise"]) == max(scores, key=scores.get)
+    assert summary["best_generation"] == kept_generation
+    assert summary["best_real_score"] == pytest.approx(max(scores.values()))
+    assert kept_action_noise(run) == record["kept_noise"]
+
+    # another finalist's level replays on the block, with that finalist's params
+    search = load_search(run)
+    generations = np.asarray(search["finalist_generations"]).tolist()
+    other = record["other_levels"][-1]
+    params = search["finalist_params"][generations.index(other["generation"])]
+    replay = real_check(run, config, params, 1, final_check_seeds(config, 0),
+                        other["noise"])
+    assert np.mean([r["return"] for r in replay]) == pytest.approx(
+        other["final_score"], abs=1e-4)
+    # the levels' episodes count among the search's real steps
+    checks = [r for r in read_metrics(run / "dream" / "metrics.jsonl")
+              if "real_score" in r]
+    played = (record["finalists"] + record["noise_levels"] + record["other_levels"])
+    assert search_steps(run, config) == RealSteps(
+        sum(r["real_steps"] for r in checks + played))
+
+
+def test_every_finalist_at_every_level_needs_levels():
+    with pytest.raises(ValueError, match="needs dream.final_check_noise"):
+        make_config("smoke", overrides=("dream.finalists=2",
+                                        "dream.final_check_noise_all_finalists=true"))

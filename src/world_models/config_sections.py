@@ -189,20 +189,20 @@ class DreamConfig:
     branch_every: int = 0
     real_eval_every: int = 25
     real_eval_episodes: int = 4
-    # At the end of a search the best `finalists` real checks are played again, all on
-    # one fresh block of `final_check_episodes`, and the best there is kept: the best
-    # of many small checks overstates its controller (docs/transfer.md). 0 keeps the
-    # best check.
+    # The search's best `finalists` real checks play again on one fresh block of
+    # `final_check_episodes`, and the best there is kept: the best of many small
+    # checks overstates its controller (docs/transfer.md). 0 keeps the best check.
     finalists: int = 0
     final_check_episodes: int = 16
-    # Other action_noise levels the final check plays its winner at, on the same
-    # block; the agent then acts at the best level (action_noise first among equals):
-    # reality sets the brake's speed limit the dream got wrong (docs/transfer.md).
+    # Other action_noise levels the final check plays its winner at (every finalist,
+    # with final_check_noise_all_finalists), on the same block; the agent then acts at
+    # the best level (action_noise first among equals): reality sets the brake's speed
+    # limit the dream got wrong (docs/transfer.md).
     final_check_noise: tuple[float, ...] = ()
-    # A round's search ends once `patience` real checks in a row have not beaten its
-    # best (0: it runs all its generations); the final check then runs there. Under
-    # pipeline.warm_start_es round k searches up to (k + 1) x generations in all, so
-    # generations a stalled round left go to the next.
+    final_check_noise_all_finalists: bool = False
+    # A search ends once `patience` real checks in a row missed its best (0: never),
+    # and its final check runs there; under pipeline.warm_start_es the generations a
+    # stalled round left go to the next (round k searches up to (k + 1) x generations).
     patience: int = 0
     chunk_size: int = 0  # candidates x rollouts per vmapped chunk; 0 = no chunking
     seed: int = 0
@@ -249,6 +249,8 @@ class DreamConfig:
             self.finalists > 0 or not self.final_check_noise,
             "dream.final_check_noise needs a final check: set dream.finalists > 0",
         )
+        require(self.final_check_noise or not self.final_check_noise_all_finalists,
+                "dream.final_check_noise_all_finalists needs dream.final_check_noise")
         require(self.chunk_size >= 0, "dream.chunk_size must be >= 0")
 
 
@@ -259,8 +261,7 @@ class EvalConfig:
     workers: int = 2
     max_steps: int = 0  # 0 means the environment's step limit
     video: bool = True  # the pipeline records the agent's first test episode
-    # Brownian and zero-controller baselines play the first of the same test seeds;
-    # 0 means all eval.episodes of them.
+    # Brownian and zero-controller baselines play the first of the test seeds (0: all)
     baseline_episodes: int = 0
 
     def __post_init__(self):

@@ -76,7 +76,11 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
                 eval_every=250,
                 checkpoint_every=250,
             ),
-            "dream": dict(CPU_DREAM),
+            # Every finalist plays every level, not only the noise-free winner: on a
+            # Xeon's M the least exploited finalist needed the brake most and drove
+            # best with it, 564.8 -> 628.7 (docs/transfer.md, twenty-second pass);
+            # ~5 idle minutes per M. Standard has no time left for it.
+            "dream": dict(CPU_DREAM, final_check_noise_all_finalists=True),
             "eval": dict(CPU_EVAL),
             # Two M's, the one whose controller plays best kept (docs/transfer.md,
             # seventh pass): M's seed has moved the test score by 190-450 points.

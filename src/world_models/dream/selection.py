@@ -12,7 +12,10 @@ Every check plays at the run's ``dream.action_noise``. With ``dream.final_check_
 the winner of the final check also plays the same block at each of those levels, and
 the agent acts at the best (``best_action_noise`` in the search): on CarRacing the
 brake's share of the noise is a speed limit, which one controller needs and another
-does not (docs/transfer.md, fifteenth pass).
+does not (docs/transfer.md, fifteenth pass). With
+``dream.final_check_noise_all_finalists`` every finalist plays every level and the best
+pair is kept: the finalist that needs the brake least is not always the best driver
+with it (twenty-second pass).
 """
 
 from __future__ import annotations
@@ -204,7 +207,8 @@ def final_check(
 ) -> dict:
     """Play every finalist on the round's final block and keep the best there; with
     ``dream.final_check_noise``, play the best at those noise levels too and keep the
-    best level.
+    best level; with ``dream.final_check_noise_all_finalists``, play every finalist at
+    every level and keep the best pair.
 
     The finalists, their scores, the levels and the seeds go to
     ``dream/finalists.json``, under the generation at which the check was made, with
@@ -230,11 +234,19 @@ def final_check(
     if not results:
         return search
     winner = max(results, key=lambda row: row["final_score"])  # first of equals
+    contenders = results if config.dream.final_check_noise_all_finalists else [winner]
+    levels = {row["slot"]: _noise_levels(
+        run_dir, config, search["finalist_params"][row["slot"]], row, workers, seeds
+    ) for row in contenders}
+    # The best (finalist, level) pair; of equals the earlier finalist, the run's noise
+    pairs = [(row, level) for row in contenders for level in levels[row["slot"]]]
+    winner, kept = max(pairs, key=lambda pair: pair[1]["final_score"])
     kept_params = search["finalist_params"][winner["slot"]]
-    levels = _noise_levels(run_dir, config, kept_params, winner, workers, seeds)
-    kept = max(levels, key=lambda row: row["final_score"])  # the run's noise first
+    others = [dict(generation=row["generation"], **level) for row in contenders
+              if row is not winner for level in levels[row["slot"]][1:]]
     _record(run_dir, int(search["generation"]), seeds, results, winner, stalled,
-            levels if config.dream.final_check_noise else [], kept["noise"])
+            levels[winner["slot"]] if config.dream.final_check_noise else [],
+            kept["noise"], others)
     search = dict(
         search,
         best_params=kept_params,
@@ -263,9 +275,11 @@ def _noise_levels(run_dir: Path, config: Config, params: Any, winner: dict,
 
 def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
             winner: dict, stalled: bool, levels: list[dict],
-            kept_noise: float) -> None:
-    """One final check in ``dream/finalists.json``; ``noise_levels`` and
-    ``kept_noise`` only where the check chose the noise."""
+            kept_noise: float, other_levels: list[dict]) -> None:
+    """One final check in ``dream/finalists.json``; ``noise_levels`` (the kept
+    finalist's) and ``kept_noise`` only where the check chose the noise, and
+    ``other_levels`` (the other finalists' rows at each level, by generation) only
+    where every finalist played the levels."""
     record = load_finalists(run_dir)
     record[str(generation)] = dict(
         seeds=[seeds.start, seeds.stop - 1],
@@ -275,6 +289,8 @@ def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
     )
     if levels:
         record[str(generation)].update(noise_levels=levels, kept_noise=kept_noise)
+    if other_levels:
+        record[str(generation)].update(other_levels=other_levels)
     write_atomic_text(Path(run_dir) / "dream" / FINALISTS_FILENAME,
                       json.dumps(record, indent=2))
 

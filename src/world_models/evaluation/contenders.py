@@ -96,7 +96,8 @@ def search_steps(run_dir: str | os.PathLike, config: Config) -> RealSteps:
                 total += (RealSteps(int(row["real_steps"])) if "real_steps" in row
                           else RealSteps(config.dream.final_check_episodes * limit,
                                          False))
-            for level in final.get("noise_levels", ()):
+            for level in (*final.get("noise_levels", ()),
+                          *final.get("other_levels", ())):
                 total += RealSteps(int(level["real_steps"]))
     return total
 

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from world_models.dream.selection import load_finalists
 from world_models.evaluation.calibration import (
     PLOT_NAME,
     calibration_section,
@@ -16,6 +15,7 @@ from world_models.evaluation.calibration import (
 from world_models.files import write_atomic_text
 from world_models.logs import read_metrics
 from world_models.pipeline.candidates import chosen_folder, load_candidates
+from world_models.pipeline.finalists_section import finalists_section
 from world_models.pipeline.markers import read_markers
 from world_models.pipeline.round_choice import round_choice_section
 from world_models.run_directory import ENVIRONMENT_FILENAME, load_run_config
@@ -167,7 +167,7 @@ def render_report(run_dir: str | Path) -> str:
 
     lines += _candidates_section(run_dir)
     lines += round_choice_section(run_dir)
-    lines += _finalists_section(run_dir, config.dream.patience)
+    lines += finalists_section(run_dir, config.dream.patience)
     lines += calibration_section(run_dir)
 
     lines += ["## Training", ""]
@@ -275,45 +275,4 @@ def _candidates_section(run_dir: Path) -> list[str]:
             f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
             f"{row['seeds'][0]}..{row['seeds'][1]} |"
         )
-    return lines + [""]
-
-
-def _finalists_section(run_dir: Path, patience: int) -> list[str]:
-    record = load_finalists(run_dir)
-    if not record:
-        return []
-    lines = [
-        "## Final check",
-        "",
-        (
-            "The best real checks of the search played again on one shared block of "
-            "selection seeds; the best there is the kept controller."
-        ),
-        "",
-        "| at generation | finalist (generation) | its check | final check | seeds |",
-        "|---|---|---|---|---|",
-    ]
-    for at, check in record.items():
-        for row in check["finalists"]:
-            kept = " (kept)" if row["generation"] == check["kept_generation"] else ""
-            lines.append(
-                f"| {at} | {row['generation']}{kept} | {row['check_score']:.1f} | "
-                f"{row['final_score']:.1f} ± {row['final_std']:.1f} | "
-                f"{check['seeds'][0]}..{check['seeds'][1]} |"
-            )
-    for at, check in record.items():
-        if "noise_levels" in check:
-            lines += ["", f"At generation {at} the kept controller played the same "
-                      "block at each action-noise level (dream.final_check_noise):", "",
-                      "| action noise | final check |", "|---|---|"]
-            for row in check["noise_levels"]:
-                kept = " (kept)" if row["noise"] == check["kept_noise"] else ""
-                lines.append(f"| {row['noise']:g}{kept} | "
-                             f"{row['final_score']:.1f} ± {row['final_std']:.1f} |")
-    stalled = [at for at, check in record.items() if check.get("stalled")]
-    if stalled:
-        lines += ["", (
-            f"The search ended early at generation {', '.join(stalled)}: "
-            f"{patience} checks in a row without a new best (dream.patience)."
-        )]
     return lines + [""]
