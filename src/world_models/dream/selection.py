@@ -240,28 +240,28 @@ def final_check(
     ) for row in contenders}
     # The best (finalist, level) pair; of equals the earlier finalist, the run's noise
     pairs = [(row, level) for row in contenders for level in levels[row["slot"]]]
-    winner, kept = max(pairs, key=lambda pair: pair[1]["final_score"])
-    kept_params = search["finalist_params"][winner["slot"]]
+    finalist, kept = max(pairs, key=lambda pair: pair[1]["final_score"])
+    kept_params = search["finalist_params"][finalist["slot"]]
     others = [dict(generation=row["generation"], **level) for row in contenders
-              if row is not winner for level in levels[row["slot"]][1:]]
-    _record(run_dir, int(search["generation"]), seeds, results, winner, stalled,
-            levels[winner["slot"]] if config.dream.final_check_noise else [],
+              if row is not finalist for level in levels[row["slot"]][1:]]
+    _record(run_dir, int(search["generation"]), seeds, results, finalist, stalled,
+            levels[finalist["slot"]] if config.dream.final_check_noise else [],
             kept["noise"], others)
     search = dict(
         search,
         best_params=kept_params,
         best_real_score=jnp.asarray(kept["final_score"], jnp.float32),
-        best_generation=jnp.asarray(winner["generation"]),
+        best_generation=jnp.asarray(finalist["generation"]),
     )
     return _at_noise(search, kept["noise"])
 
 
-def _noise_levels(run_dir: Path, config: Config, params: Any, winner: dict,
+def _noise_levels(run_dir: Path, config: Config, params: Any, finalist: dict,
                   workers: int, seeds: range) -> list[dict]:
-    """The final check's winner at the run's noise (as it played) and at each level of
+    """A finalist at the run's noise (as it played) and at each level of
     ``dream.final_check_noise``, on the same seeds."""
-    levels = [dict(noise=config.dream.action_noise, final_score=winner["final_score"],
-                   final_std=winner["final_std"], real_steps=0)]
+    levels = [dict(noise=config.dream.action_noise, final_score=finalist["final_score"],
+                   final_std=finalist["final_std"], real_steps=0)]
     for noise in config.dream.final_check_noise:
         if noise == config.dream.action_noise:
             continue
@@ -274,7 +274,7 @@ def _noise_levels(run_dir: Path, config: Config, params: Any, winner: dict,
 
 
 def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
-            winner: dict, stalled: bool, levels: list[dict],
+            kept: dict, stalled: bool, levels: list[dict],
             kept_noise: float, other_levels: list[dict]) -> None:
     """One final check in ``dream/finalists.json``; ``noise_levels`` (the kept
     finalist's) and ``kept_noise`` only where the check chose the noise, and
@@ -283,7 +283,7 @@ def _record(run_dir: Path, generation: int, seeds: range, results: list[dict],
     record = load_finalists(run_dir)
     record[str(generation)] = dict(
         seeds=[seeds.start, seeds.stop - 1],
-        kept_generation=winner["generation"],
+        kept_generation=kept["generation"],
         stalled=stalled,
         finalists=[{k: v for k, v in row.items() if k != "slot"} for row in results],
     )
