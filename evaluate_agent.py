@@ -41,6 +41,15 @@ def main() -> None:
         help="the agent at this Gaussian action noise instead of its kept level "
         "(written to eval/agent_noiseX.json)",
     )
+    parser.add_argument(
+        "--finalist",
+        type=int,
+        default=None,
+        metavar="GENERATION",
+        help="the search's finalist from this generation instead of the kept "
+        "controller, at --action-noise or the run's dream.action_noise "
+        "(eval/agent_finalistG[_noiseX].json)",
+    )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument(
         "--max-steps",
@@ -73,6 +82,7 @@ def main() -> None:
         max_steps=args.max_steps,
         progress=not args.no_progress,
         action_noise=args.action_noise,
+        finalist=args.finalist,
     )
     print(format_score(report))
     if args.video:
@@ -80,7 +90,7 @@ def main() -> None:
         for seed in seeds:
             path = record_video(
                 args.run, seed, policy, args.max_steps, video_format=args.video_format,
-                action_noise=args.action_noise,
+                action_noise=args.action_noise, finalist=args.finalist,
             )
             print(f"video: {path}")
 

@@ -192,6 +192,30 @@ def test_every_finalist_plays_every_level_and_the_best_pair_is_kept(tmp_path):
     assert search_steps(run, config) == RealSteps(
         sum(r["real_steps"] for r in checks + played))
 
+    # that finalist at that level on a test seed, beside the kept controller's test
+    from world_models.evaluation.real import evaluate_run, policy_setup
+
+    tested = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False,
+                          action_noise=other["noise"], finalist=other["generation"])
+    generation, noise = other["generation"], other["noise"]
+    assert tested["name"] == f"agent_finalist{generation}_noise{noise:g}"
+    assert (tested["finalist"], tested["action_noise"]) == (generation, noise)
+    replay = real_check(run, config, params, 1, range(7, 8), other["noise"])
+    assert tested["results"][0]["return"] == pytest.approx(replay[0]["return"])
+    _, kwargs = policy_setup(run, "agent", None, generation)  # not the kept one's
+    np.testing.assert_array_equal(kwargs["params"], np.asarray(params))
+    assert not np.array_equal(np.asarray(params), np.asarray(search["best_params"]))
+    # without a level, a finalist plays at the run's own noise
+    plain = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False,
+                         finalist=other["generation"])
+    assert plain["action_noise"] == config.dream.action_noise
+    assert plain["results"][0]["return"] == pytest.approx(
+        real_check(run, config, params, 1, range(7, 8))[0]["return"])
+    with pytest.raises(ValueError, match="no finalist from generation 99"):
+        evaluate_run(run, episodes=1, seed=7, finalist=99)
+    with pytest.raises(ValueError, match="a finalist is played by the agent"):
+        evaluate_run(run, policy="zero", episodes=1, seed=7, finalist=kept_generation)
+
 
 def test_every_finalist_at_every_level_needs_levels():
     with pytest.raises(ValueError, match="needs dream.final_check_noise"):

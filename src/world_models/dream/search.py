@@ -174,3 +174,16 @@ def load_search(
         return checkpointer.restore(template)
     finally:
         checkpointer.close()
+
+
+def finalist_params(run_dir: str | os.PathLike, generation: int) -> Array:
+    """The flat parameters of the search's finalist from ``generation``, e.g. to test
+    a finalist the final check did not keep beside the kept one."""
+    search = load_search(run_dir)
+    generations = [int(g) for g in search.get("finalist_generations", []) if g >= 0]
+    if generation not in generations:
+        raise ValueError(
+            f"{run_dir} has no finalist from generation {generation}; its finalists: "
+            f"{sorted(generations) or 'none (dream.finalists = 0)'}"
+        )
+    return search["finalist_params"][generations.index(generation)]

@@ -23,6 +23,7 @@ from world_models.agent import kept_action_noise, latent_key, load_models
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
+from world_models.dream.search import finalist_params
 from world_models.envs import get_spec, step_limit
 from world_models.files import write_atomic_text
 from world_models.models.mdnrnn import MDNRNN, action_to_input
@@ -57,12 +58,17 @@ def summarize_returns(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def policy_setup(
-    run_dir: str | os.PathLike, policy: str, action_noise: float | None = None
+    run_dir: str | os.PathLike,
+    policy: str,
+    action_noise: float | None = None,
+    finalist: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(registered policy, its kwargs) for ``policy`` played with the models of the run.
 
     ``zero`` is the agent with every controller parameter zero. ``action_noise``
-    replaces the noise the agent would act at (the agent and zero only).
+    replaces the noise the agent would act at (the agent and zero only). ``finalist``:
+    the agent with the search's finalist from that generation as its controller, at
+    ``action_noise`` or else the run's ``dream.action_noise``.
     """
     if action_noise is not None and policy not in NOISY_POLICIES:
         raise ValueError(f"action noise is for the policies {NOISY_POLICIES}, "
@@ -70,6 +76,11 @@ def policy_setup(
     if action_noise is not None and action_noise < 0:
         raise ValueError(f"action noise must be >= 0, got {action_noise}")
     noise = {} if action_noise is None else dict(noise=float(action_noise))
+    if finalist is not None:
+        if policy != "agent":
+            raise ValueError(f"a finalist is played by the agent, not {policy!r}")
+        params = tuple(np.asarray(finalist_params(run_dir, finalist)).tolist())
+        return "agent", dict(run_dir=str(run_dir), params=params, **noise)
     if policy == ZERO_CONTROLLER:
         return "agent", dict(run_dir=str(run_dir), controller="zero", **noise)
     if policy in MODEL_POLICIES:
@@ -77,9 +88,10 @@ def policy_setup(
     return policy, {}
 
 
-def _noise_suffix(action_noise: float | None) -> str:
-    """What an output's name gains when played at a chosen action noise."""
-    return "" if action_noise is None else f"_noise{action_noise:g}"
+def _suffix(action_noise: float | None, finalist: int | None = None) -> str:
+    """What an output's name gains when played by a finalist or at a chosen noise."""
+    return ("" if finalist is None else f"_finalist{finalist}") + (
+        "" if action_noise is None else f"_noise{action_noise:g}")
 
 
 def evaluate_run(
@@ -92,19 +104,23 @@ def evaluate_run(
     max_steps: int | None = None,
     progress: bool = True,
     action_noise: float | None = None,
+    finalist: int | None = None,
 ) -> dict[str, Any]:
     """Play ``policy`` on seeds ``seed``..``seed+episodes-1``; write eval/NAME.json.
 
     ``policy``: agent, on_policy, zero (the zero controller) or any collection policy.
     ``action_noise``: the agent (or zero) at this Gaussian action noise instead of
     the level it acts at, e.g. to test a level its final check did not offer.
-    ``name`` defaults to the policy's (``POLICY_noiseX`` with ``action_noise``, so
-    the run's own test file stays). Unset arguments come from the run's eval config.
+    ``finalist``: the agent with the search's finalist from that generation instead
+    of the kept controller (``policy_setup``), to test the final check's choice.
+    ``name`` defaults to the policy's (``POLICY_finalistG_noiseX`` with ``finalist``
+    and ``action_noise``, so the run's own test file stays). Unset arguments come from
+    the run's eval config.
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     settings = config.eval
-    name = policy + _noise_suffix(action_noise) if name is None else name
+    name = policy + _suffix(action_noise, finalist) if name is None else name
     episodes = settings.episodes if episodes is None else episodes
     seed = settings.seed if seed is None else seed
     workers = settings.workers if workers is None else workers
@@ -116,10 +132,12 @@ def evaluate_run(
             f"test seeds must lie in [0, {BAND}): seeds from {BAND} on are the "
             "selection and collection tracks (see seeds.py)"
         )
-    registered, kwargs = policy_setup(run_dir, policy, action_noise)
+    registered, kwargs = policy_setup(run_dir, policy, action_noise, finalist)
     limit = step_limit(get_spec(config.env_id), max_steps)
-    noise = (kept_action_noise(run_dir) if policy == "agent" and action_noise is None
-             else action_noise)
+    noise = action_noise
+    if policy == "agent" and action_noise is None:
+        noise = (kept_action_noise(run_dir) if finalist is None
+                 else config.dream.action_noise)
     results = play_episodes(
         config.env_id,
         registered,
@@ -137,6 +155,7 @@ def evaluate_run(
         env_id=config.env_id,
         max_steps=limit,
         **({} if noise is None else dict(action_noise=noise)),
+        **({} if finalist is None else dict(finalist=finalist)),
         **summarize_returns(results),
         results=results,
     )
@@ -231,6 +250,7 @@ def record_video(
     out_path: str | os.PathLike | None = None,
     fps: int = 30,
     action_noise: float | None = None,
+    finalist: int | None = None,
 ) -> Path:
     """Play one seeded episode in this process and write its video (mp4 or gif)."""
     if video_format not in ("mp4", "gif"):
@@ -239,7 +259,7 @@ def record_video(
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    registered, kwargs = policy_setup(run_dir, policy, action_noise)
+    registered, kwargs = policy_setup(run_dir, policy, action_noise, finalist)
     actor = make_policy(registered, config.env_id, **kwargs)
     max_steps = config.eval.max_steps if max_steps is None else max_steps
     episode = play_episode(
@@ -248,7 +268,7 @@ def record_video(
     _, vae, rnn = load_models(str(run_dir))
     panels = world_model_panels(vae, rnn, episode, seed)
     out_path = Path(out_path or run_dir / "eval" / (
-        f"{policy}{_noise_suffix(action_noise)}_seed{seed}.{video_format}"))
+        f"{policy}{_suffix(action_noise, finalist)}_seed{seed}.{video_format}"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     frames = render_frames(episode, panels)
     if out_path.suffix == ".gif":
