@@ -195,9 +195,9 @@ def test_every_finalist_plays_every_level_and_the_best_pair_is_kept(tmp_path):
     # that finalist at that level on a test seed, beside the kept controller's test
     from world_models.evaluation.real import evaluate_run, policy_setup
 
-    tested = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False,
-                          action_noise=other["noise"], finalist=other["generation"])
     generation, noise = other["generation"], other["noise"]
+    tested = evaluate_run(run, episodes=1, seed=7, workers=1, progress=False,
+                          action_noise=noise, finalist=generation)
     assert tested["name"] == f"agent_finalist{generation}_noise{noise:g}"
     assert (tested["finalist"], tested["action_noise"]) == (generation, noise)
     replay = real_check(run, config, params, 1, range(7, 8), other["noise"])

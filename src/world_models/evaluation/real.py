@@ -66,9 +66,9 @@ def policy_setup(
     """(registered policy, its kwargs) for ``policy`` played with the models of the run.
 
     ``zero`` is the agent with every controller parameter zero. ``action_noise``
-    replaces the noise the agent would act at (the agent and zero only). ``finalist``:
-    the agent with the search's finalist from that generation as its controller, at
-    ``action_noise`` or else the run's ``dream.action_noise``.
+    replaces the noise the agent would act at (the agent and zero only): the kept
+    controller's level, or the run's ``dream.action_noise`` for a ``finalist`` (the
+    agent with the search's finalist from that generation as its controller).
     """
     if action_noise is not None and policy not in NOISY_POLICIES:
         raise ValueError(f"action noise is for the policies {NOISY_POLICIES}, "
@@ -80,7 +80,10 @@ def policy_setup(
         if policy != "agent":
             raise ValueError(f"a finalist is played by the agent, not {policy!r}")
         params = tuple(np.asarray(finalist_params(run_dir, finalist)).tolist())
+        noise = noise or dict(noise=load_run_config(run_dir).dream.action_noise)
         return "agent", dict(run_dir=str(run_dir), params=params, **noise)
+    if policy == "agent":
+        noise = noise or dict(noise=kept_action_noise(run_dir))
     if policy == ZERO_CONTROLLER:
         return "agent", dict(run_dir=str(run_dir), controller="zero", **noise)
     if policy in MODEL_POLICIES:
@@ -88,7 +91,7 @@ def policy_setup(
     return policy, {}
 
 
-def _suffix(action_noise: float | None, finalist: int | None = None) -> str:
+def _suffix(action_noise: float | None, finalist: int | None) -> str:
     """What an output's name gains when played by a finalist or at a chosen noise."""
     return ("" if finalist is None else f"_finalist{finalist}") + (
         "" if action_noise is None else f"_noise{action_noise:g}")
@@ -134,10 +137,7 @@ def evaluate_run(
         )
     registered, kwargs = policy_setup(run_dir, policy, action_noise, finalist)
     limit = step_limit(get_spec(config.env_id), max_steps)
-    noise = action_noise
-    if policy == "agent" and action_noise is None:
-        noise = (kept_action_noise(run_dir) if finalist is None
-                 else config.dream.action_noise)
+    noise = kwargs.get("noise")
     results = play_episodes(
         config.env_id,
         registered,
