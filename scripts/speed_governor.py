@@ -5,7 +5,7 @@ the final-check block of round 0 (the default) or the test seeds; --limit 0 play
 finalist ungoverned (docs/transfer.md, twenty-fourth pass).
 
 uv run python scripts/speed_governor.py --run RUN --finalist 5 --noise 0.15 \
-    --limit 50 [--seeds block | test] [--episodes 100] [--workers 2] [--out FILE]
+    --limit 50 [--seeds block | test] [--episodes N] [--workers 2] [--out FILE]
 """
 
 import argparse
@@ -17,38 +17,45 @@ import numpy as np
 ENV_ID = "CarRacing-v3"
 
 
+class Governed:
+    """``policy`` with its gas cut whenever ``env``'s car is faster than ``limit``
+    (0: never); counts the speed it saw and the steps it governed."""
+
+    def __init__(self, policy, env, limit: float):
+        self.policy, self.env, self.limit = policy, env, limit
+
+    def reset(self, seed: int) -> None:
+        self.policy.reset(seed)
+        self.speeds, self.governed = [], 0
+
+    def act(self, frame: np.ndarray, raw_obs: np.ndarray) -> np.ndarray:
+        action = np.array(self.policy.act(frame, raw_obs), np.float32)
+        speed = float(np.hypot(*self.env.unwrapped.car.hull.linearVelocity))
+        self.speeds.append(speed)
+        if self.limit > 0 and speed > self.limit:
+            action[1] = 0.0
+            self.governed += 1
+        return action
+
+
 def governed_episode(task: tuple[str, int, float, float, int]) -> dict:
     """One seeded episode of the finalist at the noise, governed (limit 0: not)."""
     run, finalist, noise, limit, seed = task
+    from world_models.data.play import play_episode, summarize
     from world_models.data.policies import make_policy
-    from world_models.envs import get_spec, make_env, observed_frame
+    from world_models.envs import make_env
     from world_models.evaluation.real import policy_setup
 
     name, kwargs = policy_setup(run, "agent", action_noise=noise, finalist=finalist)
-    spec = get_spec(ENV_ID)
-    policy = make_policy(name, ENV_ID, **kwargs)
     env = make_env(ENV_ID)
     try:
-        observation, _ = env.reset(seed=seed)
-        policy.reset(seed)
-        frame = observed_frame(env, observation, spec)
-        total, speeds, governed = 0.0, [], 0
-        for _ in range(spec.max_steps):
-            action = np.array(policy.act(frame, observation), np.float32)
-            speed = float(np.hypot(*env.unwrapped.car.hull.linearVelocity))
-            speeds.append(speed)
-            if limit > 0 and speed > limit:
-                action[1] = 0.0
-                governed += 1
-            observation, reward, terminated, truncated, _ = env.step(action)
-            frame = observed_frame(env, observation, spec)
-            total += float(reward)
-            if terminated or truncated:
-                break
+        policy = Governed(make_policy(name, ENV_ID, **kwargs), env, limit)
+        episode = play_episode(ENV_ID, policy, seed, 0, record_frames=False, env=env)
     finally:
         env.close()
-    return dict(seed=seed, ret=total, mean_speed=float(np.mean(speeds)),
-                governed_steps=governed)
+    return dict(seed=seed, ret=summarize(episode)["return"],
+                mean_speed=float(np.mean(policy.speeds)),
+                governed_steps=policy.governed)
 
 
 def main() -> None:
@@ -58,7 +65,8 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.0)
     parser.add_argument("--limit", type=float, required=True, help="0: no governor")
     parser.add_argument("--seeds", choices=("block", "test"), default="block")
-    parser.add_argument("--episodes", type=int, default=100, help="test seeds only")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="test seeds only (default: eval.episodes)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON lines file to append to")
     args = parser.parse_args()
