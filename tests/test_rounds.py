@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from tiny_run import ROOT, smoke_pipeline_command
 
-from world_models.agent import kept_action_noise, load_models
+from world_models.agent import kept_action_noise
 from world_models.config import make_config
 from world_models.dream.search import load_search
 from world_models.dream.selection import real_check
 from world_models.logs import read_metrics
 from world_models.pipeline.markers import marker_path
 from world_models.pipeline.round_choice import choose_round, load_round_choices
+from world_models.run_models import load_models
 from world_models.seeds import round_choice_seeds
 from world_models.training.rnn import load_rnn
 

@@ -10,7 +10,8 @@ noise of step t comes from ``latent_key(seed, t)``: an episode replays from its 
 Registered policies (``policies.make_policy``):
   agent      kwargs run_dir, controller ("best" | "mean" | "zero") or params (flat);
              it acts with the run's ``dream.action_noise`` (0 by default), the kept
-             controller at the level its final check chose (``kept_action_noise``)
+             controller at the level its final check chose (``kept_action_noise``);
+             on CarRacing with the run's ``dream.speed_limit`` (``Agent``)
   on_policy  the same with exploration ``noise`` instead: Gaussian noise of that std
              on continuous actions (clipped to the head's range), epsilon-random with
              eps=``noise`` on discrete actions.
@@ -19,7 +20,6 @@ Registered policies (``policies.make_policy``):
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from world_models.config import Config
+from world_models.data.car_view import GAS, dashboard_speed
 from world_models.data.policies import register_policy
 from world_models.dream.search import load_search
 from world_models.envs import EnvSpec, get_spec
@@ -51,9 +51,7 @@ from world_models.models.mdnrnn import MDNRNN, action_to_input
 from world_models.models.mixture import MDNOutput
 from world_models.models.vae import ConvVAE, frames_to_float, sample_posterior
 from world_models.run_directory import load_run_config
-from world_models.training.rnn import latest_rnn_step, load_rnn
-from world_models.training.vae import checkpointer as vae_checkpointer
-from world_models.training.vae import load_vae
+from world_models.run_models import load_models
 
 CONTROLLER_SOURCES = ("best", "mean", "zero")
 
@@ -102,10 +100,11 @@ def agent_step(
 
     ``exploration`` is drawn on the host so its random stream does not depend on the
     models: for continuous actions a perturbation added before clipping to the head's
-    range (zeros: none), for discrete ones the action forced by epsilon-exploration
-    (-1: none). ``choose(controller, z, h, exploration, spec)`` makes the choice and
-    returns (the env action M steps on, the choice returned): the controller's own
-    rule by default; a Q-agent's picks from an action set (``rl.q_agent``).
+    range (zeros: none; -inf holds an action at its lower bound), for discrete ones
+    the action forced by epsilon-exploration (-1: none). ``choose(controller, z, h,
+    exploration, spec)`` makes the choice and returns (the env action M steps on, the
+    choice returned): the controller's own rule by default; a Q-agent's picks from an
+    action set (``rl.q_agent``).
     """
     z = encode_latent(vae, frame, seed, step)
     taken, choice = choose(controller, z, state[0], exploration, spec)
@@ -115,6 +114,9 @@ def agent_step(
 
 class Agent:
     """V+M+C with optional exploration noise; follows the ``policies.Policy`` protocol.
+
+    ``speed_limit`` > 0 (CarRacing): a governor cuts the gas whenever the dashboard of
+    the raw observation shows more; M steps on the action sent, as with the noise.
 
     After each ``act``, ``last_z`` and ``last_output`` (M's prediction of the next z,
     this step's reward and termination) are available for visualisation."""
@@ -128,11 +130,15 @@ class Agent:
         controller: Controller,
         spec: EnvSpec,
         noise: float = 0.0,
+        speed_limit: float = 0.0,
     ):
         if noise < 0:
             raise ValueError(f"exploration noise must be >= 0, got {noise}")
+        if speed_limit and spec.action_squash != "car":
+            raise ValueError(f"a speed limit reads CarRacing's dashboard; "
+                             f"{spec.env_id} has none")
         self.vae, self.rnn, self.controller, self.spec = vae, rnn, controller, spec
-        self.noise = float(noise)
+        self.noise, self.speed_limit = float(noise), float(speed_limit)
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -157,6 +163,9 @@ class Agent:
     def act(
         self, frame: np.ndarray, raw_obs: np.ndarray | None = None
     ) -> np.ndarray | int:
+        exploration = self._exploration()
+        if self.speed_limit and dashboard_speed(raw_obs) > self.speed_limit:
+            exploration[GAS] = -np.inf  # the noise is drawn all the same: paired runs
         self.state, choice, z, self.last_output = agent_step(
             self.vae,
             self.rnn,
@@ -165,7 +174,7 @@ class Agent:
             jnp.asarray(frame),
             jnp.asarray(self.seed, jnp.uint32),
             jnp.asarray(self.step_index, jnp.uint32),
-            jnp.asarray(self._exploration()),
+            jnp.asarray(exploration),
             self.spec,
             self.choose,
         )
@@ -175,58 +184,6 @@ class Agent:
 
     def _env_action(self, choice: Array) -> np.ndarray | int:
         return int(choice) if self.spec.discrete else np.asarray(choice)
-
-
-_CACHED_RUNS = 2
-CheckpointId = tuple[int, int, int] | None  # (step, inode, mtime) of its folder
-# run_dir -> ((V id, M id), models): one entry per run, so a newer checkpoint replaces
-# the models it supersedes instead of keeping them alive.
-_model_cache: OrderedDict[
-    str, tuple[tuple[CheckpointId, CheckpointId], tuple[Config, ConvVAE, MDNRNN]]
-] = OrderedDict()
-
-
-def _checkpoint_id(run_dir: str, model: str, step: int | None) -> CheckpointId:
-    """A checkpoint by its folder, not only its step: an M trained afresh to the step
-    of the one it replaced (``pipeline.retrain_rnn``) is another folder."""
-    if step is None:
-        return None
-    stat = (Path(run_dir) / model / "ckpt" / str(step)).stat()
-    return step, stat.st_ino, stat.st_mtime_ns
-
-
-def _checkpoint_ids(run_dir: str) -> tuple[CheckpointId, CheckpointId]:
-    """Identities of the latest V and M checkpoints of ``run_dir``."""
-    vae_checkpoints = vae_checkpointer(run_dir, load_run_config(run_dir).vae)
-    try:
-        vae_step = vae_checkpoints.latest_step()
-    finally:
-        vae_checkpoints.close()
-    return (_checkpoint_id(run_dir, "vae", vae_step),
-            _checkpoint_id(run_dir, "rnn", latest_rnn_step(run_dir)))
-
-
-def load_models(run_dir: str) -> tuple[Config, ConvVAE, MDNRNN]:
-    """Config, V and M of ``run_dir`` (a run, or an exported agent), loaded once per
-    pair of checkpoints.
-
-    A later curriculum round that retrains M (or V) writes a new checkpoint; agents
-    made afterwards in the same process must act with it, not with the first load.
-    """
-    if is_exported(run_dir):
-        config, vae, rnn, _ = load_exported(run_dir)
-        return config, vae, rnn
-    ids = _checkpoint_ids(run_dir)
-    cached = _model_cache.get(run_dir)
-    if cached is not None and cached[0] == ids:
-        _model_cache.move_to_end(run_dir)
-        return cached[1]
-    models = load_run_config(run_dir), load_vae(run_dir), load_rnn(run_dir)
-    _model_cache[run_dir] = (ids, models)
-    _model_cache.move_to_end(run_dir)
-    while len(_model_cache) > _CACHED_RUNS:
-        _model_cache.popitem(last=False)
-    return models
 
 
 def load_controller(run_dir: str | os.PathLike, source: str = "best") -> Controller:
@@ -285,7 +242,7 @@ def make_agent(
 ) -> Agent:
     """V and M of ``run_dir`` with the ``controller`` source, or flat ``params``,
     acting with ``noise`` (default: ``kept_action_noise`` for the kept controller, the
-    run's ``dream.action_noise`` otherwise).
+    run's ``dream.action_noise`` otherwise) and the run's ``dream.speed_limit``.
 
     ``params`` is a tuple of floats when sent to the worker pool (kwargs are hashed).
     """
@@ -303,7 +260,8 @@ def make_agent(
     if noise is None:
         kept = params is None and controller == "best"
         noise = kept_action_noise(run_dir) if kept else config.dream.action_noise
-    return Agent(vae, rnn, policy_controller, get_spec(env_id), noise=noise)
+    return Agent(vae, rnn, policy_controller, get_spec(env_id), noise=noise,
+                 speed_limit=config.dream.speed_limit)
 
 
 def make_on_policy(

@@ -54,21 +54,26 @@ class Config:
             "pipeline.rnn_candidates or search_candidates > 1 compares the "
             "candidates' final checks: set dream.finalists > 0",
         )
-        self._check_drivers()
+        self._check_env()
         try:
             check_seed_plan(self)
         except ValueError as error:
             raise ConfigError(str(error)) from None
 
-    def _check_drivers(self) -> None:
+    def _check_env(self) -> None:
         """Refuse, before any episode is played, a driver the env cannot collect with
-        (a typo found by round 1's collection would cost a whole round 0)."""
+        (a typo found by round 1's collection would cost a whole round 0) and a speed
+        limit where there is no dashboard to read it from."""
         from world_models.envs import UnknownEnvError, get_spec
 
         try:
-            known = ("brownian",) + get_spec(self.env_id).heuristic_policies
+            spec = get_spec(self.env_id)
         except UnknownEnvError as error:
             raise ConfigError(str(error)) from None
+        require(not self.dream.speed_limit or spec.action_squash == "car",
+                f"dream.speed_limit reads CarRacing's dashboard; {self.env_id} has "
+                "none")
+        known = ("brownian",) + spec.heuristic_policies
         for key, names in (
             ("collect.policies", self.collect.policies),
             (

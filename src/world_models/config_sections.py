@@ -50,9 +50,7 @@ class CollectConfig:
             self.backend == "ray" or not self.ray_address,
             "collect.ray_address is read only with collect.backend=ray",
         )
-        require(
-            self.episodes_per_policy > 0, "collect.episodes_per_policy must be > 0"
-        )
+        require(self.episodes_per_policy > 0, "collect.episodes_per_policy must be > 0")
         require(self.max_steps >= 0, "collect.max_steps must be >= 0")
         require(self.workers > 0, "collect.workers must be > 0")
 
@@ -146,9 +144,7 @@ class RNNConfig:
         require(0 <= self.dropout < 1, "rnn.dropout must be in [0, 1)")
         require(self.heads > 0, "rnn.heads must be > 0")
         require(0 <= self.open_loop_fraction <= 1, "rnn.open_loop_fraction in [0, 1]")
-        require(
-            self.open_loop_temperature > 0, "rnn.open_loop_temperature must be > 0"
-        )
+        require(self.open_loop_temperature > 0, "rnn.open_loop_temperature must be > 0")
         require(self.log_std_min < self.log_std_max, "rnn.log_std_min < log_std_max")
         require(0 <= self.val_fraction < 1, "rnn.val_fraction must be in [0, 1)")
         require(self.eval_every > 0, "rnn.eval_every must be > 0")
@@ -177,6 +173,10 @@ class DreamConfig:
     # On CarRacing its brake noise is a speed limit C never learns (docs/transfer.md).
     action_noise: float = 0.0
     action_noise_in_dream: bool = True
+    # CarRacing: in reality the agent's gas is cut (before M steps on the action)
+    # whenever the dashboard shows a speed above this; 0: never. A fixed rule on the
+    # pixels, not learnt: the brake the dream never teaches (docs/transfer.md).
+    speed_limit: float = 0.0
     # M's matmul inputs in the dream: "bfloat16" runs it 1.6-1.9x faster where the
     # hardware has bfloat16 GEMMs (AMX, GPUs); sums stay float32 (docs/benchmarks.md)
     matmul_dtype: str = "float32"
@@ -212,9 +212,7 @@ class DreamConfig:
         require(self.mlp_hidden > 0, "dream.mlp_hidden must be > 0")
         require(self.population >= 4, "dream.population must be >= 4")
         require(self.rollouts > 0, "dream.rollouts must be > 0")
-        require(
-            0 < self.worst_fraction <= 1, "dream.worst_fraction must be in (0, 1]"
-        )
+        require(0 < self.worst_fraction <= 1, "dream.worst_fraction must be in (0, 1]")
         require(
             self.worst_from >= 0 and self.worst_from % self.real_eval_every == 0,
             "dream.worst_from must be a multiple of dream.real_eval_every",
@@ -224,6 +222,7 @@ class DreamConfig:
         require(self.temperature > 0, "dream.temperature must be > 0")
         require(0 <= self.dropout < 1, "dream.dropout must be in [0, 1)")
         require(0 <= self.action_noise < 1, "dream.action_noise must be in [0, 1)")
+        require(self.speed_limit >= 0, "dream.speed_limit must be >= 0")
         require(
             self.matmul_dtype in ("float32", "bfloat16"),
             "dream.matmul_dtype must be float32 or bfloat16",
@@ -238,9 +237,7 @@ class DreamConfig:
         require(self.real_eval_episodes > 0, "dream.real_eval_episodes must be > 0")
         require(self.finalists >= 0, "dream.finalists must be >= 0")
         require(self.patience >= 0, "dream.patience must be >= 0")
-        require(
-            self.final_check_episodes > 0, "dream.final_check_episodes must be > 0"
-        )
+        require(self.final_check_episodes > 0, "dream.final_check_episodes must be > 0")
         require(
             all(0 <= level < 1 for level in self.final_check_noise),
             "dream.final_check_noise levels must be in [0, 1)",

@@ -13,6 +13,7 @@ CAR_ROW = 66  # top of the car sprite
 CAR_COL = 47.5  # car centre column
 SPEED_BAR_COLS = slice(12, 15)  # dashboard "true speed" bar
 SPEED_PER_PIXEL = 1 / (2.4 * 0.02)  # bar height = (H/40) * 0.02 * speed
+GAS = 1  # index in the action (steer, gas, brake)
 
 
 def road_mask(raw_obs: np.ndarray) -> np.ndarray:

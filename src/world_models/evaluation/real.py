@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
-from world_models.agent import kept_action_noise, latent_key, load_models
+from world_models.agent import kept_action_noise, latent_key
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
@@ -35,6 +35,7 @@ from world_models.models.vae import (
     sample_posterior,
 )
 from world_models.run_directory import load_run_config
+from world_models.run_models import load_models
 from world_models.seeds import BAND
 
 # policies that read V, M and C (q_agent: its Q-network, RUN/dqn) from the run

@@ -42,7 +42,6 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from world_models.agent import load_models
 from world_models.checkpoint import Checkpointer
 from world_models.dream.dqn import DQNSettings, action_set
 from world_models.envs import (
@@ -61,6 +60,7 @@ from world_models.logs import (
 from world_models.rl import SUMMARY_FILENAME
 from world_models.rl.dqn_core import Transitions, q_network, td_update
 from world_models.rl.q_agent import QAgent, save_q_network
+from world_models.run_models import load_models
 from world_models.seeds import real_learner_seeds
 
 REAL_Q_DIR = "dqn_real"

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from world_models.agent import Agent, encode_latent, load_models
+from world_models.agent import Agent, encode_latent
 from world_models.checkpoint import (
     CheckpointError,
     read_module_info,
@@ -40,6 +40,7 @@ from world_models.envs import EnvSpec, get_spec
 from world_models.models.mdnrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 from world_models.rl.dqn_core import q_network
+from world_models.run_models import load_models
 
 DREAM_Q_DIR = "dqn"  # RUN/dqn: scripts/train_dqn.py's Q-network trained in the dream
 Q_NETWORK_FILENAME = "q_network.eqx"
