@@ -42,6 +42,13 @@ def main() -> None:
         "(written to eval/agent_noiseX.json)",
     )
     parser.add_argument(
+        "--speed-limit",
+        type=float,
+        default=None,
+        help="CarRacing: the agent with its gas cut above this dashboard speed "
+        "instead of the run's dream.speed_limit; 0: none (eval/agent_limitL.json)",
+    )
+    parser.add_argument(
         "--finalist",
         type=int,
         default=None,
@@ -83,6 +90,7 @@ def main() -> None:
         progress=not args.no_progress,
         action_noise=args.action_noise,
         finalist=args.finalist,
+        speed_limit=args.speed_limit,
     )
     print(format_score(report))
     if args.video:
@@ -91,6 +99,7 @@ def main() -> None:
             path = record_video(
                 args.run, seed, policy, args.max_steps, video_format=args.video_format,
                 action_noise=args.action_noise, finalist=args.finalist,
+                speed_limit=args.speed_limit,
             )
             print(f"video: {path}")
 

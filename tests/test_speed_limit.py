@@ -11,7 +11,9 @@ from world_models.agent import Agent, latent_key, make_agent
 from world_models.config import ConfigError, make_config
 from world_models.data.car_view import GAS, dashboard_speed
 from world_models.data.play import play_episode
+from world_models.data.policies import make_policy
 from world_models.envs import get_spec
+from world_models.evaluation.real import evaluate_run, policy_setup
 from world_models.models.controller import head_bounds, make_controller, zero_controller
 from world_models.models.mdnrnn import action_to_input, rnn_from_config
 from world_models.models.vae import ConvVAE, encode_frames, sample_posterior
@@ -89,7 +91,8 @@ def test_without_a_limit_the_same_stream_keeps_the_gas(governed):
 
 def test_a_speed_limit_needs_a_dashboard():
     with pytest.raises(ConfigError, match="dashboard"):
-        make_config("smoke", env_id="LunarLander-v3", overrides=["dream.speed_limit=40"])
+        make_config("smoke", env_id="LunarLander-v3",
+                    overrides=["dream.speed_limit=40"])
     with pytest.raises(ConfigError, match="speed_limit"):
         make_config("smoke", overrides=["dream.speed_limit=-1"])
     config = make_config("smoke", env_id="LunarLander-v3")
@@ -100,8 +103,16 @@ def test_a_speed_limit_needs_a_dashboard():
               get_spec("LunarLander-v3"), speed_limit=40)
 
 
-def test_a_runs_agent_acts_with_its_speed_limit(tmp_path):
+def test_a_runs_agent_acts_with_its_speed_limit_unless_told_otherwise(tmp_path):
     run = make_tiny_run(tmp_path / "run", overrides=("dream.speed_limit=44",))
     assert make_agent("CarRacing-v3", str(run), controller="zero").speed_limit == 44
-    plain = make_tiny_run(tmp_path / "plain")
-    assert make_agent("CarRacing-v3", str(plain), controller="zero").speed_limit == 0
+    registered, kwargs = policy_setup(run, "zero", speed_limit=0)
+    assert make_policy(registered, "CarRacing-v3", **kwargs).speed_limit == 0
+    with pytest.raises(ValueError, match="speed limit is for"):
+        policy_setup(run, "brownian", speed_limit=40)
+    with pytest.raises(ConfigError, match="speed_limit"):
+        policy_setup(run, "zero", speed_limit=-1)
+    report = evaluate_run(run, policy="zero", episodes=1, seed=3, workers=1,
+                          progress=False, speed_limit=10)
+    assert report["speed_limit"] == 10
+    assert (run / "eval" / "zero_limit10.json").is_file()

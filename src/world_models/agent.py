@@ -239,10 +239,12 @@ def make_agent(
     controller: str = "best",
     params: Sequence[float] | None = None,
     noise: float | None = None,
+    speed_limit: float | None = None,
 ) -> Agent:
     """V and M of ``run_dir`` with the ``controller`` source, or flat ``params``,
     acting with ``noise`` (default: ``kept_action_noise`` for the kept controller, the
-    run's ``dream.action_noise`` otherwise) and the run's ``dream.speed_limit``.
+    run's ``dream.action_noise`` otherwise) and ``speed_limit`` (default: the run's
+    ``dream.speed_limit``).
 
     ``params`` is a tuple of floats when sent to the worker pool (kwargs are hashed).
     """
@@ -260,8 +262,10 @@ def make_agent(
     if noise is None:
         kept = params is None and controller == "best"
         noise = kept_action_noise(run_dir) if kept else config.dream.action_noise
+    if speed_limit is None:
+        speed_limit = config.dream.speed_limit
     return Agent(vae, rnn, policy_controller, get_spec(env_id), noise=noise,
-                 speed_limit=config.dream.speed_limit)
+                 speed_limit=speed_limit)
 
 
 def make_on_policy(

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 import world_models.agent  # noqa: F401  registers "agent" and "on_policy"
 from world_models.agent import kept_action_noise, latent_key
+from world_models.config import apply_overrides
 from world_models.data.collection import play_episodes
 from world_models.data.play import play_episode
 from world_models.data.policies import make_policy
@@ -41,7 +42,7 @@ from world_models.seeds import BAND
 # policies that read V, M and C (q_agent: its Q-network, RUN/dqn) from the run
 MODEL_POLICIES = ("agent", "on_policy", "q_agent")
 ZERO_CONTROLLER = "zero"
-NOISY_POLICIES = ("agent", ZERO_CONTROLLER)  # the ones --action-noise applies to
+NOISY_POLICIES = ("agent", ZERO_CONTROLLER)  # --action-noise and --speed-limit: these
 VIDEO_SCALE = 4  # 64x64 panels drawn at 256x256
 
 
@@ -63,6 +64,7 @@ def policy_setup(
     policy: str,
     action_noise: float | None = None,
     finalist: int | None = None,
+    speed_limit: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(registered policy, its kwargs) for ``policy`` played with the models of the run.
 
@@ -70,32 +72,43 @@ def policy_setup(
     replaces the noise the agent would act at (the agent and zero only): the kept
     controller's level, or the run's ``dream.action_noise`` for a ``finalist`` (the
     agent with the search's finalist from that generation as its controller).
+    ``speed_limit`` replaces the run's ``dream.speed_limit`` (0: no governor).
     """
-    if action_noise is not None and policy not in NOISY_POLICIES:
-        raise ValueError(f"action noise is for the policies {NOISY_POLICIES}, "
-                         f"not {policy!r}")
+    for name, value in (("action noise", action_noise), ("speed limit", speed_limit)):
+        if value is not None and policy not in NOISY_POLICIES:
+            raise ValueError(f"{name} is for the policies {NOISY_POLICIES}, "
+                             f"not {policy!r}")
     if action_noise is not None and action_noise < 0:
         raise ValueError(f"action noise must be >= 0, got {action_noise}")
     noise = {} if action_noise is None else dict(noise=float(action_noise))
+    governor = {}
+    if speed_limit is not None:  # checked as the config checks it
+        apply_overrides(load_run_config(run_dir), [f"dream.speed_limit={speed_limit}"])
+        governor = dict(speed_limit=float(speed_limit))
     if finalist is not None:
         if policy != "agent":
             raise ValueError(f"a finalist is played by the agent, not {policy!r}")
         params = tuple(np.asarray(finalist_params(run_dir, finalist)).tolist())
         noise = noise or dict(noise=load_run_config(run_dir).dream.action_noise)
-        return "agent", dict(run_dir=str(run_dir), params=params, **noise)
+        return "agent", dict(run_dir=str(run_dir), params=params, **noise, **governor)
     if policy == "agent":
         noise = noise or dict(noise=kept_action_noise(run_dir))
+        return "agent", dict(run_dir=str(run_dir), **noise, **governor)
     if policy == ZERO_CONTROLLER:
-        return "agent", dict(run_dir=str(run_dir), controller="zero", **noise)
+        return "agent", dict(run_dir=str(run_dir), controller="zero", **noise,
+                             **governor)
     if policy in MODEL_POLICIES:
-        return policy, dict(run_dir=str(run_dir), **noise)
+        return policy, dict(run_dir=str(run_dir))
     return policy, {}
 
 
-def _suffix(action_noise: float | None, finalist: int | None) -> str:
-    """What an output's name gains when played by a finalist or at a chosen noise."""
+def _suffix(action_noise: float | None, finalist: int | None,
+            speed_limit: float | None = None) -> str:
+    """What an output's name gains when played by a finalist, at a chosen noise or
+    speed limit."""
     return ("" if finalist is None else f"_finalist{finalist}") + (
-        "" if action_noise is None else f"_noise{action_noise:g}")
+        "" if action_noise is None else f"_noise{action_noise:g}") + (
+        "" if speed_limit is None else f"_limit{speed_limit:g}")
 
 
 def evaluate_run(
@@ -109,6 +122,7 @@ def evaluate_run(
     progress: bool = True,
     action_noise: float | None = None,
     finalist: int | None = None,
+    speed_limit: float | None = None,
 ) -> dict[str, Any]:
     """Play ``policy`` on seeds ``seed``..``seed+episodes-1``; write eval/NAME.json.
 
@@ -117,14 +131,16 @@ def evaluate_run(
     the level it acts at, e.g. to test a level its final check did not offer.
     ``finalist``: the agent with the search's finalist from that generation instead
     of the kept controller (``policy_setup``), to test the final check's choice.
-    ``name`` defaults to the policy's (``POLICY_finalistG_noiseX`` with ``finalist``
-    and ``action_noise``, so the run's own test file stays). Unset arguments come from
+    ``speed_limit``: the agent (or zero) with this speed governor instead of the
+    run's. ``name`` defaults to the policy's (``POLICY_finalistG_noiseX_limitL`` with
+    those settings, so the run's own test file stays). Unset arguments come from
     the run's eval config.
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     settings = config.eval
-    name = policy + _suffix(action_noise, finalist) if name is None else name
+    played = (action_noise, finalist, speed_limit)
+    name = policy + _suffix(*played) if name is None else name
     episodes = settings.episodes if episodes is None else episodes
     seed = settings.seed if seed is None else seed
     workers = settings.workers if workers is None else workers
@@ -136,7 +152,7 @@ def evaluate_run(
             f"test seeds must lie in [0, {BAND}): seeds from {BAND} on are the "
             "selection and collection tracks (see seeds.py)"
         )
-    registered, kwargs = policy_setup(run_dir, policy, action_noise, finalist)
+    registered, kwargs = policy_setup(run_dir, policy, *played)
     limit = step_limit(get_spec(config.env_id), max_steps)
     noise = kwargs.get("noise")
     results = play_episodes(
@@ -157,6 +173,7 @@ def evaluate_run(
         max_steps=limit,
         **({} if noise is None else dict(action_noise=noise)),
         **({} if finalist is None else dict(finalist=finalist)),
+        **({} if speed_limit is None else dict(speed_limit=speed_limit)),
         **summarize_returns(results),
         results=results,
     )
@@ -252,6 +269,7 @@ def record_video(
     fps: int = 30,
     action_noise: float | None = None,
     finalist: int | None = None,
+    speed_limit: float | None = None,
 ) -> Path:
     """Play one seeded episode in this process and write its video (mp4 or gif)."""
     if video_format not in ("mp4", "gif"):
@@ -260,7 +278,8 @@ def record_video(
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    registered, kwargs = policy_setup(run_dir, policy, action_noise, finalist)
+    played = (action_noise, finalist, speed_limit)
+    registered, kwargs = policy_setup(run_dir, policy, *played)
     actor = make_policy(registered, config.env_id, **kwargs)
     max_steps = config.eval.max_steps if max_steps is None else max_steps
     episode = play_episode(
@@ -269,7 +288,7 @@ def record_video(
     _, vae, rnn = load_models(str(run_dir))
     panels = world_model_panels(vae, rnn, episode, seed)
     out_path = Path(out_path or run_dir / "eval" / (
-        f"{policy}{_suffix(action_noise, finalist)}_seed{seed}.{video_format}"))
+        f"{policy}{_suffix(*played)}_seed{seed}.{video_format}"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     frames = render_frames(episode, panels)
     if out_path.suffix == ".gif":
