@@ -204,3 +204,11 @@ def test_ablation_rows_pair_each_run_with_the_one_before(tmp_path):
     assert math.isnan(rows[0]["rho"]) and "diff_mean" not in rows[0]
     table = ablation_markdown(rows)
     assert f"(t = {t:.2f})" in table and table.count("\n") == 4
+
+
+def test_report_says_when_the_agent_drives_with_a_speed_governor(run):
+    run_dir = run["run_dir"]
+    assert "speed governor" not in render_report(run_dir)
+    governed = ["eval.episodes=6", "dream.speed_limit=44"]
+    init_run(run_dir, make_config("smoke", overrides=governed), fresh=True)
+    assert "no gas while the dashboard shows more than 44 " in render_report(run_dir)

@@ -123,6 +123,15 @@ def render_report(run_dir: str | Path) -> str:
             "the standard error of the mean (ddof 1 std / √n)."
         ),
         "",
+    ]
+    if config.dream.speed_limit:
+        lines += [
+            f"The agent and the zero controller drive with a speed governor: no gas "
+            f"while the dashboard shows more than {config.dream.speed_limit:g} "
+            "(dream.speed_limit, a fixed rule on the pixels, not learnt in the dream).",
+            "",
+        ]
+    lines += [
         "| round | agent (dream-trained C) | brownian | zero controller "
         "| kept C: generation (its selection score) |",
         "|---|---|---|---|---|",
