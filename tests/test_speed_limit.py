@@ -116,3 +116,10 @@ def test_a_runs_agent_acts_with_its_speed_limit_unless_told_otherwise(tmp_path):
                           progress=False, speed_limit=10)
     assert report["speed_limit"] == 10
     assert (run / "eval" / "zero_limit10.json").is_file()
+
+
+def test_quick_governs_carracing_and_leaves_worlds_without_a_dashboard_alone():
+    assert make_config("quick").dream.speed_limit > 0
+    assert make_config("standard").dream.speed_limit == 0
+    for env_id in ("LunarLander-v3", "ALE/Pong-v5"):
+        assert make_config("quick", env_id).dream.speed_limit == 0  # not refused

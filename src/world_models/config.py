@@ -123,6 +123,8 @@ def make_config(
     sections["pipeline"]["heuristic_policies_later_rounds"] = drivers(
         PipelineConfig.heuristic_policies_later_rounds
     )
+    if spec.action_squash != "car":  # a preset's speed limit reads the car's dashboard
+        sections["dream"].pop("speed_limit", None)
     if spec.preset_max_steps and preset != "full":  # full keeps the env's protocol
         for name, default in (("collect", CollectConfig), ("eval", EvalConfig)):
             if not sections[name].get("max_steps", default.max_steps):

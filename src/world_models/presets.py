@@ -79,8 +79,12 @@ def preset_sections(preset: str) -> dict[str, dict[str, Any]]:
             # Every finalist plays every level, not only the noise-free winner: on a
             # Xeon's M the least exploited finalist needed the brake most and drove
             # best with it, 564.8 -> 628.7 (docs/transfer.md, twenty-second pass);
-            # ~5 idle minutes per M. Standard has no time left for it.
-            "dream": dict(CPU_DREAM, final_check_noise_all_finalists=True),
+            # ~5 idle minutes per M. Standard has no time left for it. No gas above
+            # dashboard speed 44 (Box2D's 50): the kept controllers of three M's
+            # tested +38.7, +44.6 and +118.2 with it (twenty-fifth pass); standard's
+            # M's were not tried.
+            "dream": dict(CPU_DREAM, final_check_noise_all_finalists=True,
+                          speed_limit=44.0),
             "eval": dict(CPU_EVAL),
             # Two M's, the one whose controller plays best kept (docs/transfer.md,
             # seventh pass): M's seed has moved the test score by 190-450 points.
